@@ -1,0 +1,112 @@
+//! The HTTP surface: management API (`/api/*`, admin token), peer protocol
+//! (`/peer/v1/*`), and the dashboard (`/`). Errors become the API's JSON error shape
+//! in one place ([`error`]).
+
+pub mod auth;
+pub mod dashboard;
+pub mod entities;
+pub mod error;
+pub mod network;
+pub mod openapi;
+pub mod peer;
+pub mod queue;
+pub mod sync;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::{middleware, Router};
+use tillmesh_domain::ports::{Clock, PeerTransport, Store};
+use tillmesh_domain::DeviceId;
+
+use crate::events::EventBus;
+use crate::services::entities::EntityService;
+use crate::services::network::NetworkService;
+use crate::services::queue::OfflineQueueService;
+use crate::services::sync::SyncService;
+
+/// Largest request body accepted on any route (a full 10,000-op batch fits).
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Everything handlers need.
+pub struct AppState {
+    /// This terminal.
+    pub device_id: DeviceId,
+    /// Its name.
+    pub name: String,
+    /// Its port as bound.
+    pub port: u16,
+    /// Public store id.
+    pub store_id: String,
+    /// Admin bearer token.
+    pub admin_token: String,
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Peer client.
+    pub transport: Arc<dyn PeerTransport>,
+    /// Live events.
+    pub events: EventBus,
+    /// Entities.
+    pub entities: Arc<EntityService>,
+    /// Registry.
+    pub network: Arc<NetworkService>,
+    /// Sync engine.
+    pub sync: Arc<SyncService>,
+    /// Offline queue.
+    pub queue: Arc<OfflineQueueService>,
+}
+
+/// Shared handler state.
+pub type SharedState = Arc<AppState>;
+
+/// The whole router.
+pub fn router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/entities/batch", post(entities::batch))
+        .route("/entities/{entity_type}", get(entities::list))
+        .route(
+            "/entities/{entity_type}/{entity_id}",
+            put(entities::put_entity)
+                .get(entities::get_entity)
+                .delete(entities::delete_entity),
+        )
+        .route(
+            "/entities/{entity_type}/{entity_id}/counters/{field}",
+            post(entities::adjust_counter),
+        )
+        .route("/network/devices", get(network::devices))
+        .route("/network/pair", post(network::pair))
+        .route("/sync/progress", get(sync::progress))
+        .route("/sync/now", post(sync::now))
+        .route("/sync/conflicts", get(sync::conflicts))
+        .route("/sync/conflicts/resolve", post(sync::resolve))
+        .route("/sync/digest", get(sync::digest))
+        .route("/queue", get(queue::list).post(queue::create))
+        .route("/queue/stats", get(queue::stats))
+        .route("/queue/{id}/retry", post(queue::retry))
+        .route("/queue/{id}", delete(queue::cancel))
+        .route("/notifications", get(queue::notifications))
+        .route("/notifications/{id}/ack", post(queue::ack))
+        .route("/events", get(queue::events))
+        .route("/openapi.json", get(openapi::document))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ))
+        // Health stays open: load balancers and pairing checks need it.
+        .route("/health", get(entities::health));
+    let peer = Router::new()
+        .route("/hello", get(peer::hello))
+        .route("/pull", post(peer::pull));
+    Router::new()
+        .nest("/api", api)
+        .nest("/peer/v1", peer)
+        .route("/", get(dashboard::page))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

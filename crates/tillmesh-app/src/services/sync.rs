@@ -1,0 +1,197 @@
+//! The sync engine's driver: pulls peers' change logs in bounded batches, applies
+//! each batch (merge, conflicts, cursor) in one store transaction, and reports
+//! progress. Merge rules live in the domain; atomicity in the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tillmesh_domain::device::DeviceRecord;
+use tillmesh_domain::ports::{Clock, PeerTransport, Store, StoreError};
+use tillmesh_domain::wire::{PullRequestV1, SYNC_BATCH_BYTES};
+use tillmesh_domain::DeviceId;
+use tokio::sync::Mutex;
+
+use crate::config::base_url;
+use crate::events::{EventBus, EventKind};
+use crate::services::network::NetworkService;
+
+/// Result of syncing with one peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSyncResult {
+    /// The peer.
+    pub device_id: DeviceId,
+    /// New changes applied.
+    pub pulled: u64,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// Pull-based replication with every trusted peer.
+pub struct SyncService {
+    me: DeviceId,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    transport: Arc<dyn PeerTransport>,
+    network: Arc<NetworkService>,
+    events: EventBus,
+    batch_size: u32,
+    in_progress: AtomicUsize,
+    // One sync at a time per peer: a background round and `sync/now` must not both
+    // pull the same cursor.
+    peer_locks: Mutex<HashMap<DeviceId, Arc<Mutex<()>>>>,
+}
+
+impl SyncService {
+    /// Wires the service.
+    pub fn new(
+        me: DeviceId,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn PeerTransport>,
+        network: Arc<NetworkService>,
+        events: EventBus,
+        batch_size: u32,
+    ) -> Self {
+        Self {
+            me,
+            store,
+            clock,
+            transport,
+            network,
+            events,
+            batch_size: batch_size.clamp(1, tillmesh_domain::wire::MAX_BATCH_SIZE as u32),
+            in_progress: AtomicUsize::new(0),
+            peer_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a sync is running now.
+    pub fn in_progress(&self) -> bool {
+        self.in_progress.load(Ordering::SeqCst) > 0
+    }
+
+    /// One round with every online trusted peer, concurrently.
+    ///
+    /// # Errors
+    /// Store errors listing the peers.
+    pub async fn sync_round(&self) -> Result<Vec<PeerSyncResult>, StoreError> {
+        let peers = self.network.sync_peers().await?;
+        let runs = peers.iter().map(|p| self.sync_with(&p.record));
+        Ok(futures::future::join_all(runs).await)
+    }
+
+    /// Pulls everything new from one peer, batch by batch.
+    pub async fn sync_with(&self, peer: &DeviceRecord) -> PeerSyncResult {
+        let lock = {
+            let mut locks = self.peer_locks.lock().await;
+            locks.entry(peer.device_id.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        self.in_progress.fetch_add(1, Ordering::SeqCst);
+        let result = self.pull_all(peer).await;
+        self.in_progress.fetch_sub(1, Ordering::SeqCst);
+        let now = self.clock.now();
+        let (pulled, error) = match result {
+            Ok(n) => (n, None),
+            Err((n, e)) => (n, Some(e)),
+        };
+        if let Some(e) = &error {
+            tracing::warn!(peer = %peer.device_id, error = %e, "sync failed");
+        }
+        if let Err(e) = self
+            .store
+            .record_sync_result(&peer.device_id, now, error.clone())
+            .await
+        {
+            tracing::error!(error = %e, "could not record sync result");
+        }
+        if error.is_none() {
+            self.network.touch(&peer.device_id).await;
+        }
+        self.events.publish(
+            EventKind::SyncCompleted,
+            json!({"device_id": peer.device_id, "pulled": pulled, "error": error}),
+        );
+        PeerSyncResult {
+            device_id: peer.device_id.clone(),
+            pulled,
+            error,
+        }
+    }
+
+    async fn pull_all(&self, peer: &DeviceRecord) -> Result<u64, (u64, String)> {
+        let base = base_url(&peer.address, peer.port);
+        let mut pulled = 0u64;
+        // Bounded so that a peer that keeps writing cannot hold one sync forever.
+        for _ in 0..100_000 {
+            let state = self
+                .store
+                .peer_state(&peer.device_id)
+                .await
+                .map_err(|e| (pulled, e.to_string()))?;
+            let known = self
+                .store
+                .known_origins()
+                .await
+                .map_err(|e| (pulled, e.to_string()))?;
+            let req = PullRequestV1 {
+                device_id: self.me.clone(),
+                after: state.cursor,
+                limit: self.batch_size,
+                max_bytes: SYNC_BATCH_BYTES as u64,
+                known,
+            };
+            let resp = self
+                .transport
+                .pull(&base, &req)
+                .await
+                .map_err(|e| (pulled, e.to_string()))?;
+            if resp.device_id != peer.device_id {
+                return Err((pulled, format!("{base} now answers as {}", resp.device_id)));
+            }
+            if resp.changes.len() > tillmesh_domain::wire::MAX_BATCH_SIZE {
+                return Err((
+                    pulled,
+                    format!("peer sent {} changes, over the limit", resp.changes.len()),
+                ));
+            }
+            if resp.next < state.cursor {
+                return Err((
+                    pulled,
+                    "peer's log went backwards (was its database replaced?)".into(),
+                ));
+            }
+            let outcome = self
+                .store
+                .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head)
+                .await
+                .map_err(|e| (pulled, e.to_string()))?;
+            pulled += outcome.applied as u64;
+            for c in &outcome.new_conflicts {
+                self.events.publish(
+                    EventKind::ConflictDetected,
+                    json!({"conflict_id": c.id, "entity_type": c.key.entity_type(), "entity_id": c.key.entity_id(), "field": c.field}),
+                );
+            }
+            if !resp.has_more {
+                return Ok(pulled);
+            }
+        }
+        Ok(pulled)
+    }
+
+    /// Runs a round every `period` until dropped.
+    pub async fn run_background(self: Arc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.sync_round().await {
+                tracing::error!(error = %e, "sync round failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! This terminal's identity and the device registry ([`DeviceStore`]).
+
+use diesel::prelude::*;
+use tillmesh_domain::device::{DeviceRecord, DeviceSource};
+use tillmesh_domain::ports::{DeviceStore, StoreError};
+use tillmesh_domain::{DeviceId, Timestamp};
+
+use crate::schema::{devices, local_identity};
+use crate::store::{corrupt, SqliteStore};
+
+type DeviceRow = (String, String, String, i32, i64, String, bool);
+
+const DEVICE_COLUMNS: (
+    devices::device_id,
+    devices::name,
+    devices::address,
+    devices::port,
+    devices::last_seen,
+    devices::source,
+    devices::trusted,
+) = (
+    devices::device_id,
+    devices::name,
+    devices::address,
+    devices::port,
+    devices::last_seen,
+    devices::source,
+    devices::trusted,
+);
+
+fn device_record(row: DeviceRow) -> Result<DeviceRecord, crate::store::Fail> {
+    let (id, name, address, port, last_seen, source, trusted) = row;
+    Ok(DeviceRecord {
+        device_id: DeviceId::parse(id).map_err(|e| corrupt("device id", e))?,
+        name,
+        address,
+        port: u16::try_from(port).map_err(|e| corrupt("device port", e))?,
+        last_seen: Timestamp(last_seen),
+        source: DeviceSource::parse(&source).ok_or_else(|| corrupt("device source", &source))?,
+        trusted,
+    })
+}
+
+#[async_trait::async_trait]
+impl DeviceStore for SqliteStore {
+    async fn local_device_id(&self, fresh: DeviceId) -> Result<DeviceId, StoreError> {
+        self.write(move |conn| {
+            diesel::insert_into(local_identity::table)
+                .values((
+                    local_identity::singleton.eq(1),
+                    local_identity::device_id.eq(fresh.as_str()),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            let id: String = local_identity::table
+                .find(1)
+                .select(local_identity::device_id)
+                .first(conn)?;
+            Ok(DeviceId::parse(id).map_err(|e| corrupt("local device id", e))?)
+        })
+        .await
+    }
+
+    async fn upsert_device(&self, device: DeviceRecord) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let existing: Option<String> = devices::table
+                .find(device.device_id.as_str())
+                .select(devices::source)
+                .first(conn)
+                .optional()?;
+            // A stronger source (this terminal, or paired by hand) survives rediscovery.
+            let source = match (
+                existing.as_deref().and_then(DeviceSource::parse),
+                device.source,
+            ) {
+                (Some(old @ (DeviceSource::Local | DeviceSource::Manual)), DeviceSource::Mdns) => {
+                    old
+                }
+                (_, new) => new,
+            };
+            diesel::replace_into(devices::table)
+                .values((
+                    devices::device_id.eq(device.device_id.as_str()),
+                    devices::name.eq(&device.name),
+                    devices::address.eq(&device.address),
+                    devices::port.eq(i32::from(device.port)),
+                    devices::last_seen.eq(device.last_seen.0),
+                    devices::source.eq(source.as_str()),
+                    devices::trusted.eq(device.trusted),
+                ))
+                .execute(conn)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_device(&self, id: &DeviceId, at: Timestamp) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(move |conn| {
+            let exists: Option<i64> = devices::table
+                .find(id.as_str())
+                .select(devices::last_seen)
+                .first(conn)
+                .optional()?;
+            match exists {
+                None => Err(StoreError::NotFound(format!("device {id}")).into()),
+                Some(seen) if seen >= at.0 => Ok(()),
+                Some(_) => {
+                    diesel::update(devices::table.find(id.as_str()))
+                        .set(devices::last_seen.eq(at.0))
+                        .execute(conn)?;
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let row: Option<DeviceRow> = devices::table
+                .find(id.as_str())
+                .select(DEVICE_COLUMNS)
+                .first(conn)
+                .optional()?;
+            row.map(device_record).transpose()
+        })
+        .await
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.read(|conn| {
+            let rows: Vec<DeviceRow> = devices::table
+                .order(devices::device_id)
+                .select(DEVICE_COLUMNS)
+                .load(conn)?;
+            rows.into_iter().map(device_record).collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,306 @@
+//! Entities: local writes (`apply_local`), reads, conflicts and the state digest
+//! ([`EntityStore`]), plus the per-transaction working set of entity states that
+//! local and remote application share.
+
+use std::collections::{BTreeSet, HashMap};
+
+use diesel::prelude::*;
+use diesel::SqliteConnection;
+use tillmesh_domain::digest::{entity_hash, DigestBuilder};
+use tillmesh_domain::ports::{EntityStore, LocalOutcome, StoreDigest, StoreError};
+use tillmesh_domain::{
+    ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState,
+    Timestamp,
+};
+
+use crate::schema::{conflicts, entities};
+use crate::store::{corrupt, sql_limit, to_u64, unexpected, Res, SqliteStore};
+use crate::sync::{append_local, load_progress, save_progress};
+
+/// One entity touched by the current transaction.
+pub(crate) struct Slot {
+    /// The stored state when the transaction first touched it (`None`: never written).
+    before: Option<EntityState>,
+    /// The state as modified so far in this transaction.
+    pub(crate) state: EntityState,
+    /// Whether a state exists now (stored, or created earlier in this batch).
+    pub(crate) exists: bool,
+    /// Log position of the last change this transaction made to it.
+    pub(crate) last_pos: i64,
+}
+
+/// Entity states loaded and modified by one transaction, written back by
+/// [`Working::flush`] once per entity however many changes touched it.
+#[derive(Default)]
+pub(crate) struct Working {
+    order: Vec<EntityKey>,
+    slots: HashMap<EntityKey, Slot>,
+}
+
+impl Working {
+    /// The entity's working state, loaded from the database on first use.
+    pub(crate) fn slot(&mut self, conn: &mut SqliteConnection, key: &EntityKey) -> Res<&mut Slot> {
+        if !self.slots.contains_key(key) {
+            let before = load_state(conn, key)?;
+            self.order.push(key.clone());
+            self.slots.insert(
+                key.clone(),
+                Slot {
+                    exists: before.is_some(),
+                    state: before.clone().unwrap_or_default(),
+                    before,
+                    last_pos: 0,
+                },
+            );
+        }
+        self.slots
+            .get_mut(key)
+            .ok_or_else(|| unexpected("working set lost an entity"))
+    }
+
+    /// Stores every entity whose state changed and rebuilds its conflict rows.
+    /// Returns the conflicts that were not open before the transaction.
+    pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<Vec<Conflict>> {
+        let Working { order, mut slots } = self;
+        let mut opened = Vec::new();
+        for key in order {
+            let Some(slot) = slots.remove(&key) else {
+                continue;
+            };
+            if slot.before.as_ref() == Some(&slot.state) {
+                continue;
+            }
+            write_entity(conn, &key, &slot.state, slot.last_pos)?;
+            opened.extend(rebuild_conflicts(
+                conn,
+                &key,
+                slot.before.as_ref(),
+                &slot.state,
+            )?);
+        }
+        Ok(opened)
+    }
+}
+
+/// The stored state of one entity.
+pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Option<EntityState>> {
+    let json: Option<String> = entities::table
+        .find((key.entity_type(), key.entity_id()))
+        .select(entities::state)
+        .first(conn)
+        .optional()?;
+    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("entity state", e)))
+        .transpose()
+}
+
+fn write_entity(
+    conn: &mut SqliteConnection,
+    key: &EntityKey,
+    state: &EntityState,
+    pos: i64,
+) -> Res<()> {
+    let json = serde_json::to_string(state).map_err(|e| unexpected(e.to_string()))?;
+    let hash = entity_hash(key, state);
+    diesel::replace_into(entities::table)
+        .values((
+            entities::entity_type.eq(key.entity_type()),
+            entities::entity_id.eq(key.entity_id()),
+            entities::state.eq(json),
+            entities::state_hash.eq(hash.as_bytes().as_slice()),
+            entities::deleted.eq(state.is_deleted()),
+            entities::updated_pos.eq(pos),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Makes the entity's conflict rows match `after.conflicts(key)`. The rows always
+/// match the stored state, so they are only touched when the set of conflict ids
+/// changes. Returns the conflicts whose id was not open under `before`.
+fn rebuild_conflicts(
+    conn: &mut SqliteConnection,
+    key: &EntityKey,
+    before: Option<&EntityState>,
+    after: &EntityState,
+) -> Res<Vec<Conflict>> {
+    let old: BTreeSet<ConflictId> = before
+        .map(|s| s.conflicts(key).into_iter().map(|c| c.id).collect())
+        .unwrap_or_default();
+    let new = after.conflicts(key);
+    let new_ids: BTreeSet<&ConflictId> = new.iter().map(|c| &c.id).collect();
+    if new_ids.len() == old.len() && old.iter().all(|id| new_ids.contains(id)) {
+        return Ok(Vec::new());
+    }
+    if !old.is_empty() {
+        diesel::delete(
+            conflicts::table
+                .filter(conflicts::entity_type.eq(key.entity_type()))
+                .filter(conflicts::entity_id.eq(key.entity_id())),
+        )
+        .execute(conn)?;
+    }
+    let mut opened = Vec::new();
+    for c in new {
+        let json = serde_json::to_string(&c).map_err(|e| unexpected(e.to_string()))?;
+        diesel::replace_into(conflicts::table)
+            .values((
+                conflicts::conflict_id.eq(&c.id.0),
+                conflicts::entity_type.eq(key.entity_type()),
+                conflicts::entity_id.eq(key.entity_id()),
+                conflicts::field.eq(&c.field),
+                conflicts::conflict.eq(json),
+            ))
+            .execute(conn)?;
+        if !old.contains(&c.id) {
+            opened.push(c);
+        }
+    }
+    Ok(opened)
+}
+
+/// The body of `apply_local`, inside its transaction.
+fn apply_local_tx(
+    conn: &mut SqliteConnection,
+    device: &DeviceId,
+    ops: Vec<(EntityKey, EntityOp)>,
+    at: Timestamp,
+) -> Res<LocalOutcome> {
+    let mut outcome = LocalOutcome {
+        entities: Vec::with_capacity(ops.len()),
+        records: Vec::with_capacity(ops.len()),
+    };
+    if ops.is_empty() {
+        return Ok(outcome);
+    }
+    let start = load_progress(conn, device.as_str())?;
+    let mut seq = start;
+    let mut work = Working::default();
+    for (key, op) in ops {
+        let slot = work.slot(conn, &key)?;
+        let created = !slot.exists;
+        slot.state
+            .apply_local(&op, device, at)
+            .map_err(StoreError::Rejected)?;
+        slot.exists = true;
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| unexpected("sequence numbers exhausted"))?;
+        let record = ChangeRecord::new(device.clone(), seq, key.clone(), at, slot.state.clone());
+        slot.last_pos = append_local(conn, &record)?;
+        outcome.entities.push((key, slot.state.clone(), created));
+        outcome.records.push(record);
+    }
+    work.flush(conn)?;
+    save_progress(conn, device.as_str(), seq)?;
+    Ok(outcome)
+}
+
+#[async_trait::async_trait]
+impl EntityStore for SqliteStore {
+    async fn apply_local(
+        &self,
+        device: &DeviceId,
+        ops: Vec<(EntityKey, EntityOp)>,
+        at: Timestamp,
+    ) -> Result<LocalOutcome, StoreError> {
+        let device = device.clone();
+        self.write(move |conn| apply_local_tx(conn, &device, ops, at))
+            .await
+    }
+
+    async fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn| load_state(conn, &key)).await
+    }
+
+    async fn list_entities(
+        &self,
+        entity_type: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(EntityKey, EntityState)>, StoreError> {
+        let entity_type = entity_type.to_string();
+        self.read(move |conn| {
+            // Every valid id is non-empty, so "after the empty string" means from the start.
+            let rows: Vec<(String, String)> = entities::table
+                .filter(entities::entity_type.eq(&entity_type))
+                .filter(entities::entity_id.gt(after.unwrap_or_default()))
+                .order(entities::entity_id)
+                .limit(sql_limit(limit))
+                .select((entities::entity_id, entities::state))
+                .load(conn)?;
+            rows.into_iter()
+                .map(|(id, json)| {
+                    let key = EntityKey::new(entity_type.clone(), id)
+                        .map_err(|e| corrupt("entity key", e))?;
+                    let state =
+                        serde_json::from_str(&json).map_err(|e| corrupt("entity state", e))?;
+                    Ok((key, state))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn open_conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
+        self.read(|conn| {
+            let rows: Vec<String> = conflicts::table
+                .order((
+                    conflicts::entity_type,
+                    conflicts::entity_id,
+                    conflicts::field,
+                    conflicts::conflict_id,
+                ))
+                .select(conflicts::conflict)
+                .load(conn)?;
+            rows.iter()
+                .map(|j| serde_json::from_str(j).map_err(|e| corrupt("conflict", e)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn conflict(&self, id: &ConflictId) -> Result<Option<Conflict>, StoreError> {
+        let id = id.0.clone();
+        self.read(move |conn| {
+            let json: Option<String> = conflicts::table
+                .find(&id)
+                .select(conflicts::conflict)
+                .first(conn)
+                .optional()?;
+            json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("conflict", e)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn digest(&self) -> Result<StoreDigest, StoreError> {
+        self.read(|conn| {
+            let mut builder = DigestBuilder::new();
+            let rows = entities::table
+                .order((entities::entity_type, entities::entity_id))
+                .select((
+                    entities::entity_type,
+                    entities::entity_id,
+                    entities::state_hash,
+                ))
+                .load_iter::<(String, String, Vec<u8>), _>(conn)?;
+            for row in rows {
+                let (t, id, hash) = row?;
+                let key = EntityKey::new(t, id).map_err(|e| corrupt("entity key", e))?;
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| unexpected("stored entity hash is not 32 bytes"))?;
+                builder.add(&key, &Checksum::from_bytes(hash));
+            }
+            let open: i64 = conflicts::table.count().get_result(conn)?;
+            let (digest, entities) = builder.finish();
+            Ok(StoreDigest {
+                digest,
+                entities,
+                open_conflicts: to_u64(open, "conflict count")?,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,52 @@
+//! SQLite storage adapter of tillmesh: owns the database schema (the workspace's
+//! top-level `migrations/`, embedded and run on open) and [`SqliteStore`], the
+//! implementation of every storage port of `tillmesh_domain::ports::store`
+//! (entities and local writes, the change log and sync cursors, devices, the offline
+//! queue, notifications) on diesel + bundled SQLite.
+//!
+//! Architecture invariant: this crate depends on the domain and its own technology
+//! (diesel, SQLite, tokio's blocking pool) only. It must not depend on other adapters
+//! or the app.
+//!
+//! # Two back-ends, one code path
+//! [`SqliteStore::open`] opens a durable file; [`SqliteStore::open_in_memory`] is the
+//! memory-backed implementation (a private `:memory:` database) for in-process
+//! harnesses. Both run the same SQL and pass the same conformance suite.
+//!
+//! # Connections and transactions
+//! Every connection gets `busy_timeout` = 5 s, `synchronous = NORMAL` and
+//! `foreign_keys = ON`; files use WAL. One writer connection sits behind a mutex
+//! (SQLite serializes writers anyway) and every write is one `BEGIN IMMEDIATE`
+//! transaction, so each port call is atomic. Files also get two read-only connections
+//! that read a consistent snapshot beside the writer. All work runs on tokio's
+//! blocking pool; hot statements use the diesel DSL, which caches prepared statements.
+//!
+//! # Semantics worth knowing
+//! * A change is held iff its `(origin, seq)` is in the log. `apply_remote` treats such
+//!   changes as duplicates. Per-origin sequences normally arrive in increasing order
+//!   with no gaps; if one arrives after a gap, it is applied and the origin's progress
+//!   (in `known_origins`) moves to the maximum. A change inside the gap that arrives
+//!   later is still applied (the join is idempotent), but pullers that skip by the
+//!   known vector may never ask for it, so gaps must not be created on purpose.
+//! * The log relays: records from peers keep their origin, sequence and checksum, so
+//!   changes flow A → B → C.
+//! * Conflict rows are derived: rebuilt from `EntityState::conflicts` whenever an
+//!   entity's state changes, never written otherwise.
+//! * `changes_after` examines at most `clamp(limit × 20, 1 000, 10 000)` log rows
+//!   (or `limit` if larger) per call; `next` covers skipped rows too, and `has_more`
+//!   tells the puller to come back.
+//! * Queue: `mark_completed` and `mark_failed` accept a `processing` (or still
+//!   `pending`) operation and answer [`StoreError::InvalidState`] for a finished
+//!   one. `updated_at` is the latest instant a caller passed in.
+//!
+//! [`StoreError::InvalidState`]: tillmesh_domain::ports::StoreError::InvalidState
+
+mod devices;
+mod entities;
+mod notifications;
+mod queue;
+mod schema;
+mod store;
+mod sync;
+
+pub use store::SqliteStore;

@@ -1,0 +1,303 @@
+//! The [`SqliteStore`] handle: opening files or private in-memory databases,
+//! connection set-up (pragmas, migrations), the writer connection and reader pool,
+//! running work on tokio's blocking pool, and error plumbing.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{Connection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use tillmesh_domain::ports::StoreError;
+
+/// The schema, from the workspace's top-level `migrations/` folder.
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// How long a statement waits for a lock held by another connection before failing.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Reader connections of a file-backed store. Two matches the machines' two cores:
+/// reads run beside the writer (WAL) without queueing behind it.
+const READERS: usize = 2;
+
+/// Pragmas of every connection. `journal_mode` is persistent in the file; the others
+/// are per connection. (For `:memory:` the journal mode stays `memory`.)
+const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; \
+     PRAGMA temp_store = MEMORY; \
+     PRAGMA cache_size = -16000;";
+
+/// Failure inside a transaction: a database error (mapped to
+/// [`StoreError::Unexpected`]) or a store error to hand back as is. Both roll back.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    Db(DieselError),
+    Store(StoreError),
+}
+
+impl From<DieselError> for Fail {
+    fn from(e: DieselError) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl From<Fail> for StoreError {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::Db(e) => StoreError::Unexpected(format!("sqlite: {e}")),
+            Fail::Store(e) => e,
+        }
+    }
+}
+
+/// Result inside the store's blocking closures.
+pub(crate) type Res<T> = Result<T, Fail>;
+
+/// An [`StoreError::Unexpected`] as a [`Fail`].
+pub(crate) fn unexpected(msg: impl Into<String>) -> Fail {
+    Fail::Store(StoreError::Unexpected(msg.into()))
+}
+
+/// Whether a database error is a UNIQUE/PRIMARY KEY violation.
+pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// Stored JSON that no longer decodes: corruption, reported as unexpected.
+pub(crate) fn corrupt(what: &str, e: impl fmt::Display) -> Fail {
+    unexpected(format!("stored {what} does not decode: {e}"))
+}
+
+/// A `u64` as SQLite's `INTEGER`.
+pub(crate) fn to_i64(n: u64, what: &str) -> Res<i64> {
+    i64::try_from(n).map_err(|_| unexpected(format!("{what} {n} exceeds the storable range")))
+}
+
+/// A stored `INTEGER` that must be non-negative.
+pub(crate) fn to_u64(n: i64, what: &str) -> Res<u64> {
+    u64::try_from(n).map_err(|_| unexpected(format!("stored {what} {n} is negative")))
+}
+
+/// A `usize` limit as a SQL `LIMIT` (saturating).
+pub(crate) fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The SQLite implementation of every storage port
+/// ([`tillmesh_domain::ports::Store`]).
+///
+/// Cheap to clone (all clones share the connections). Every port method runs its
+/// database work on tokio's blocking pool (`spawn_blocking`), so it never blocks the
+/// runtime; the methods must therefore be called from within a tokio runtime.
+///
+/// Connections: one writer behind a mutex (SQLite serializes writes anyway; every
+/// write is one `BEGIN IMMEDIATE` transaction) and, for files, a small pool of
+/// read-only connections that read beside the writer thanks to WAL. An in-memory
+/// store has the one connection only.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where the database lives, for `Debug` and messages.
+    location: Option<PathBuf>,
+    writer: Mutex<SqliteConnection>,
+    /// Empty for in-memory stores: reads then use the writer.
+    readers: Vec<Mutex<SqliteConnection>>,
+    next_reader: AtomicUsize,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner.location {
+            Some(p) => write!(f, "SqliteStore({})", p.display()),
+            None => f.write_str("SqliteStore(:memory:)"),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database file at `path` and brings its schema
+    /// up to date with the embedded migrations. The parent directory must exist.
+    ///
+    /// Blocking (it runs migrations): call it at start-up, or inside
+    /// `tokio::task::spawn_blocking` from async code.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] when the file cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let url = path.to_str().ok_or_else(|| {
+            StoreError::Unexpected(format!("database path {} is not UTF-8", path.display()))
+        })?;
+        let writer = connect(url, false)?;
+        let readers = (0..READERS)
+            .map(|_| connect(url, true).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_parts(Some(path.to_path_buf()), writer, readers))
+    }
+
+    /// Opens a fresh private in-memory database: the memory-backed implementation of
+    /// the storage ports (same code and schema as the file store, nothing persisted),
+    /// for in-process harnesses and tests. Its one connection serves reads and writes.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] if SQLite cannot be initialised.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let writer = connect(":memory:", false)?;
+        Ok(Self::from_parts(None, writer, Vec::new()))
+    }
+
+    fn from_parts(
+        location: Option<PathBuf>,
+        writer: SqliteConnection,
+        readers: Vec<Mutex<SqliteConnection>>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                location,
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction on the writer, on the
+    /// blocking pool. Any error rolls the whole transaction back.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Res<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut conn = lock(&inner.writer)?;
+            conn.immediate_transaction(f)
+        })
+        .await
+    }
+
+    /// Runs `pre` (CPU work that needs no connection, e.g. verifying checksums) and,
+    /// if it succeeds, the transaction body it returns inside one write transaction;
+    /// both on the blocking pool, `pre` before taking the writer so that it does not
+    /// hold other writers up.
+    pub(crate) async fn write_after<P, T, F>(&self, pre: P) -> Result<T, StoreError>
+    where
+        P: FnOnce() -> Result<F, StoreError> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Res<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let f = pre().map_err(Fail::Store)?;
+            let mut conn = lock(&inner.writer)?;
+            conn.immediate_transaction(f)
+        })
+        .await
+    }
+
+    /// Runs `f` inside one read (deferred) transaction — a consistent snapshot — on a
+    /// reader connection (the writer for in-memory stores), on the blocking pool.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Res<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut conn = inner.reader()?;
+            conn.transaction(f)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// A free reader if there is one, else waits for the next in turn.
+    fn reader(&self) -> Res<MutexGuard<'_, SqliteConnection>> {
+        let n = self.readers.len();
+        if n == 0 {
+            return lock(&self.writer);
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let m = &self.readers[(start + i) % n];
+            match m.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Poisoned(_)) => return lock(m),
+            }
+        }
+        lock(&self.readers[start % n])
+    }
+}
+
+/// Runs blocking database work on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Res<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unexpected(format!("store task failed: {e}")))?
+        .map_err(StoreError::from)
+}
+
+/// Locks a connection. A mutex poisoned by a panic while the connection was held is
+/// recovered: a transaction the panic left open is rolled back first.
+fn lock(m: &Mutex<SqliteConnection>) -> Res<MutexGuard<'_, SqliteConnection>> {
+    match m.lock() {
+        Ok(g) => Ok(g),
+        Err(poisoned) => {
+            let mut g = poisoned.into_inner();
+            let conn: &mut SqliteConnection = &mut g;
+            let status = AnsiTransactionManager::transaction_manager_status_mut(conn);
+            match status.transaction_depth() {
+                Ok(None) => {}
+                Ok(Some(_)) => AnsiTransactionManager::rollback_transaction(conn)?,
+                Err(e) => return Err(unexpected(format!("connection unusable: {e}"))),
+            }
+            m.clear_poison();
+            Ok(g)
+        }
+    }
+}
+
+/// Opens one connection, applies the pragmas and, for the writer, runs migrations.
+fn connect(url: &str, read_only: bool) -> Result<SqliteConnection, StoreError> {
+    let fail = |what: &str, e: &dyn fmt::Display| {
+        StoreError::Unexpected(format!("cannot {what} database {url}: {e}"))
+    };
+    let mut conn = SqliteConnection::establish(url).map_err(|e| fail("open", &e))?;
+    // busy_timeout first, so the WAL switch itself waits for other connections.
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"))
+        .map_err(|e| fail("configure", &e))?;
+    if read_only {
+        conn.batch_execute(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000; PRAGMA query_only = ON;",
+        )
+        .map_err(|e| fail("configure", &e))?;
+    } else {
+        conn.batch_execute(CONNECTION_PRAGMAS)
+            .map_err(|e| fail("configure", &e))?;
+        conn.run_pending_migrations(MIGRATIONS)
+            .map_err(|e| fail("migrate", &e))?;
+    }
+    Ok(conn)
+}

@@ -1,0 +1,373 @@
+//! The change log and sync bookkeeping ([`SyncStore`]): appending records, per-origin
+//! progress (the known vector), paging the log for pullers, applying peers' batches,
+//! and per-peer cursors.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel::SqliteConnection;
+use tillmesh_domain::ports::{ApplyOutcome, ChangePage, PeerSyncState, StoreError, SyncStore};
+use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, Timestamp, VectorClock};
+
+use crate::entities::Working;
+use crate::schema::{change_log, origin_progress, peer_cursors};
+use crate::store::{corrupt, to_i64, to_u64, unexpected, Res, SqliteStore};
+
+/// Fewest log rows one `changes_after` call may examine (skipped ones included).
+const MIN_SCAN: usize = 1_000;
+/// Most log rows one `changes_after` call examines unless `limit` asks for more: a
+/// puller that already knows everything advances by pages of this size instead of
+/// making one call scan the whole log.
+const MAX_SCAN: usize = 10_000;
+
+/// The highest sequence of `origin` held (0 when none).
+pub(crate) fn load_progress(conn: &mut SqliteConnection, origin: &str) -> Res<u64> {
+    let seq: Option<i64> = origin_progress::table
+        .find(origin)
+        .select(origin_progress::max_seq)
+        .first(conn)
+        .optional()?;
+    seq.map_or(Ok(0), |s| to_u64(s, "sequence"))
+}
+
+/// Records `seq` as the highest sequence of `origin` held.
+pub(crate) fn save_progress(conn: &mut SqliteConnection, origin: &str, seq: u64) -> Res<()> {
+    diesel::replace_into(origin_progress::table)
+        .values((
+            origin_progress::origin.eq(origin),
+            origin_progress::max_seq.eq(to_i64(seq, "sequence")?),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Appends a record (with its JSON) to the log; `None` when `(origin, seq)` is already
+/// there. Returns the new log position.
+fn append(conn: &mut SqliteConnection, record: &ChangeRecord, json: &str) -> Res<Option<i64>> {
+    let size = i64::try_from(json.len()).map_err(|_| unexpected("record too large"))?;
+    Ok(diesel::insert_into(change_log::table)
+        .values((
+            change_log::origin.eq(record.origin.as_str()),
+            change_log::seq.eq(to_i64(record.seq, "sequence")?),
+            change_log::entity_type.eq(record.key.entity_type()),
+            change_log::entity_id.eq(record.key.entity_id()),
+            change_log::record.eq(json),
+            change_log::size.eq(size),
+        ))
+        .on_conflict_do_nothing()
+        .returning(change_log::pos)
+        .get_result(conn)
+        .optional()?)
+}
+
+/// Appends a record this terminal just made; returns its log position.
+pub(crate) fn append_local(conn: &mut SqliteConnection, record: &ChangeRecord) -> Res<i64> {
+    let json = serde_json::to_string(record).map_err(|e| unexpected(e.to_string()))?;
+    append(conn, record, &json)?.ok_or_else(|| {
+        unexpected(format!(
+            "change {}#{} is already in the log: origin progress is behind the log",
+            record.origin, record.seq
+        ))
+    })
+}
+
+/// Checks a peer's batch before anything is written: every record's checksum and
+/// invariants, and that numbers fit SQLite. Returns each record with its JSON.
+fn prepare_remote(changes: Vec<ChangeRecord>) -> Result<Vec<(ChangeRecord, String)>, StoreError> {
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        c.verify().map_err(StoreError::BadBatch)?;
+        if i64::try_from(c.seq).is_err() {
+            return Err(StoreError::BadBatch(DomainError::InvalidRecord(format!(
+                "sequence {} of {} is out of range",
+                c.seq, c.origin
+            ))));
+        }
+        let json = serde_json::to_string(&c).map_err(|e| StoreError::Unexpected(e.to_string()))?;
+        out.push((c, json));
+    }
+    Ok(out)
+}
+
+/// Per origin touched by a batch: (highest sequence before, highest now).
+type Progress = HashMap<String, (u64, u64)>;
+
+/// The body of `apply_remote`, inside its transaction.
+fn apply_remote_tx(
+    conn: &mut SqliteConnection,
+    peer: &DeviceId,
+    changes: Vec<(ChangeRecord, String)>,
+    next: i64,
+    peer_head: i64,
+) -> Res<ApplyOutcome> {
+    let mut outcome = ApplyOutcome::default();
+    let mut work = Working::default();
+    let mut progress = Progress::new();
+    for (change, json) in changes {
+        // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
+        // the original origin, seq and checksum, so A -> B -> C works.
+        let Some(pos) = append(conn, &change, &json)? else {
+            outcome.duplicates += 1;
+            continue;
+        };
+        outcome.applied += 1;
+        let slot = work.slot(conn, &change.key)?;
+        slot.state.join(&change.state);
+        slot.exists = true;
+        slot.last_pos = pos;
+        let origin = change.origin.as_str();
+        let entry = match progress.get_mut(origin) {
+            Some(e) => e,
+            None => {
+                let held = load_progress(conn, origin)?;
+                progress.entry(origin.to_string()).or_insert((held, held))
+            }
+        };
+        // Per-origin sequences normally arrive in order; after a gap the progress
+        // still moves to the maximum (see the crate docs).
+        entry.1 = entry.1.max(change.seq);
+    }
+    outcome.new_conflicts = work.flush(conn)?;
+    for (origin, (before, now)) in progress {
+        if now > before {
+            save_progress(conn, &origin, now)?;
+        }
+    }
+    diesel::insert_into(peer_cursors::table)
+        .values((
+            peer_cursors::device_id.eq(peer.as_str()),
+            peer_cursors::cursor.eq(next),
+            peer_cursors::peer_head.eq(peer_head),
+        ))
+        .on_conflict(peer_cursors::device_id)
+        .do_update()
+        .set((
+            peer_cursors::cursor.eq(next),
+            peer_cursors::peer_head.eq(peer_head),
+        ))
+        .execute(conn)?;
+    Ok(outcome)
+}
+
+/// The body of `changes_after`, inside a read transaction.
+fn changes_after_tx(
+    conn: &mut SqliteConnection,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+    known: &HashMap<String, u64>,
+) -> Res<ChangePage> {
+    let head = log_head_tx(conn)?;
+    let mut page = ChangePage {
+        changes: Vec::new(),
+        next: after,
+        has_more: false,
+        head,
+    };
+    if after >= head {
+        return Ok(page);
+    }
+    let limit = limit.max(1);
+    let scan = limit
+        .saturating_mul(20)
+        .clamp(MIN_SCAN, MAX_SCAN)
+        .max(limit);
+    let rows = change_log::table
+        .filter(change_log::pos.gt(to_i64(after, "log position")?))
+        .order(change_log::pos)
+        .select((
+            change_log::pos,
+            change_log::origin,
+            change_log::seq,
+            change_log::size,
+            change_log::record,
+        ))
+        .limit(to_i64(scan as u64, "scan")?)
+        .load_iter::<(i64, String, i64, i64, String), _>(conn)?;
+    let mut bytes: usize = 0;
+    for row in rows {
+        let (pos, origin, seq, size, record) = row?;
+        let seq = to_u64(seq, "sequence")?;
+        let size = usize::try_from(size).map_err(|_| corrupt("record size", size))?;
+        if known.get(&origin).is_some_and(|k| seq <= *k) {
+            page.next = to_u64(pos, "log position")?;
+            continue;
+        }
+        if page.changes.len() >= limit
+            || (!page.changes.is_empty() && bytes.saturating_add(size) > max_bytes)
+        {
+            break;
+        }
+        let change: ChangeRecord =
+            serde_json::from_str(&record).map_err(|e| corrupt("change record", e))?;
+        page.changes.push(change);
+        bytes = bytes.saturating_add(size);
+        page.next = to_u64(pos, "log position")?;
+    }
+    page.has_more = page.next < head;
+    Ok(page)
+}
+
+fn log_head_tx(conn: &mut SqliteConnection) -> Res<u64> {
+    let head: Option<i64> = change_log::table
+        .select(diesel::dsl::max(change_log::pos))
+        .first(conn)?;
+    to_u64(head.unwrap_or(0), "log position")
+}
+
+type CursorRow = (String, i64, i64, Option<i64>, Option<String>);
+
+fn peer_sync_state(row: CursorRow) -> Res<PeerSyncState> {
+    let (id, cursor, head, last_sync, last_error) = row;
+    Ok(PeerSyncState {
+        device_id: DeviceId::parse(id).map_err(|e| corrupt("peer id", e))?,
+        cursor: to_u64(cursor, "cursor")?,
+        peer_head: to_u64(head, "peer head")?,
+        last_sync: last_sync.map(Timestamp),
+        last_error,
+    })
+}
+
+const CURSOR_COLUMNS: (
+    peer_cursors::device_id,
+    peer_cursors::cursor,
+    peer_cursors::peer_head,
+    peer_cursors::last_sync,
+    peer_cursors::last_error,
+) = (
+    peer_cursors::device_id,
+    peer_cursors::cursor,
+    peer_cursors::peer_head,
+    peer_cursors::last_sync,
+    peer_cursors::last_error,
+);
+
+#[async_trait::async_trait]
+impl SyncStore for SqliteStore {
+    async fn changes_after(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+        known: &VectorClock,
+    ) -> Result<ChangePage, StoreError> {
+        let known: HashMap<String, u64> = known
+            .iter()
+            .map(|(d, n)| (d.as_str().to_string(), *n))
+            .collect();
+        self.read(move |conn| changes_after_tx(conn, after, limit, max_bytes, &known))
+            .await
+    }
+
+    async fn apply_remote(
+        &self,
+        peer: &DeviceId,
+        changes: Vec<ChangeRecord>,
+        next: u64,
+        peer_head: u64,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let peer = peer.clone();
+        let (next, peer_head) = match (i64::try_from(next), i64::try_from(peer_head)) {
+            (Ok(n), Ok(h)) => (n, h),
+            _ => {
+                return Err(StoreError::BadBatch(DomainError::InvalidRecord(format!(
+                    "log position {next} or head {peer_head} is out of range"
+                ))))
+            }
+        };
+        self.write_after(move || {
+            let prepared = prepare_remote(changes)?;
+            Ok(move |conn: &mut SqliteConnection| {
+                apply_remote_tx(conn, &peer, prepared, next, peer_head)
+            })
+        })
+        .await
+    }
+
+    async fn known_origins(&self) -> Result<VectorClock, StoreError> {
+        self.read(|conn| {
+            let rows: Vec<(String, i64)> = origin_progress::table
+                .select((origin_progress::origin, origin_progress::max_seq))
+                .load(conn)?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for (origin, seq) in rows {
+                let d = DeviceId::parse(origin).map_err(|e| corrupt("origin", e))?;
+                entries.push((d, to_u64(seq, "sequence")?));
+            }
+            Ok(VectorClock::from_entries(entries))
+        })
+        .await
+    }
+
+    async fn log_head(&self) -> Result<u64, StoreError> {
+        self.read(log_head_tx).await
+    }
+
+    async fn peer_state(&self, peer: &DeviceId) -> Result<PeerSyncState, StoreError> {
+        let peer = peer.clone();
+        self.read(move |conn| {
+            let row: Option<CursorRow> = peer_cursors::table
+                .find(peer.as_str())
+                .select(CURSOR_COLUMNS)
+                .first(conn)
+                .optional()?;
+            match row {
+                Some(r) => peer_sync_state(r),
+                None => Ok(PeerSyncState {
+                    device_id: peer,
+                    cursor: 0,
+                    peer_head: 0,
+                    last_sync: None,
+                    last_error: None,
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn peer_states(&self) -> Result<Vec<PeerSyncState>, StoreError> {
+        self.read(|conn| {
+            let rows: Vec<CursorRow> = peer_cursors::table
+                .order(peer_cursors::device_id)
+                .select(CURSOR_COLUMNS)
+                .load(conn)?;
+            rows.into_iter().map(peer_sync_state).collect()
+        })
+        .await
+    }
+
+    async fn record_sync_result(
+        &self,
+        peer: &DeviceId,
+        at: Timestamp,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let peer = peer.clone();
+        self.write(move |conn| {
+            let insert = diesel::insert_into(peer_cursors::table).values((
+                peer_cursors::device_id.eq(peer.as_str()),
+                peer_cursors::cursor.eq(0),
+                peer_cursors::peer_head.eq(0),
+                peer_cursors::last_sync.eq(error.is_none().then_some(at.0)),
+                peer_cursors::last_error.eq(&error),
+            ));
+            match &error {
+                None => insert
+                    .on_conflict(peer_cursors::device_id)
+                    .do_update()
+                    .set((
+                        peer_cursors::last_sync.eq(Some(at.0)),
+                        peer_cursors::last_error.eq(None::<String>),
+                    ))
+                    .execute(conn)?,
+                Some(e) => insert
+                    .on_conflict(peer_cursors::device_id)
+                    .do_update()
+                    .set(peer_cursors::last_error.eq(Some(e)))
+                    .execute(conn)?,
+            };
+            Ok(())
+        })
+        .await
+    }
+}
