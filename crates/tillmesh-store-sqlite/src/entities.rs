@@ -159,7 +159,7 @@ fn rebuild_conflicts(
 }
 
 /// The body of `apply_local`, inside its transaction.
-fn apply_local_tx(
+pub(crate) fn apply_local_tx(
     conn: &mut SqliteConnection,
     device: &DeviceId,
     ops: Vec<(EntityKey, EntityOp)>,

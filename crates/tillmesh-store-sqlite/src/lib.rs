@@ -50,3 +50,4 @@ mod store;
 mod sync;
 
 pub use store::SqliteStore;
+mod zz_probe;
