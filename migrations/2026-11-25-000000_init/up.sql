@@ -24,13 +24,13 @@ CREATE TABLE entities (
     state TEXT NOT NULL,          -- serde_json of tillmesh_domain::EntityState
     state_hash BLOB NOT NULL,     -- digest::entity_hash (32 bytes), folded by digest()
     deleted BOOLEAN NOT NULL,
-    updated_pos INTEGER NOT NULL, -- change_log.pos of the last change that touched it
+    updated_pos INTEGER NOT NULL, -- change_log.pos of the last change that modified it
     PRIMARY KEY (entity_type, entity_id)
 ) WITHOUT ROWID;
 
 -- The change log: local changes and relayed remote ones, in the order this terminal took them.
 CREATE TABLE change_log (
-    pos INTEGER PRIMARY KEY AUTOINCREMENT, -- local log position, 1, 2, 3, ...
+    pos INTEGER PRIMARY KEY,               -- local log position, 1, 2, 3, ... (rows are never deleted)
     origin TEXT NOT NULL,
     seq INTEGER NOT NULL,
     entity_type TEXT NOT NULL,

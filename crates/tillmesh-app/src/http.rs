@@ -8,6 +8,7 @@ pub mod entities;
 pub mod error;
 pub mod network;
 pub mod openapi;
+pub mod pairing;
 pub mod peer;
 pub mod queue;
 pub mod sync;
@@ -57,6 +58,10 @@ pub struct AppState {
     pub sync: Arc<SyncService>,
     /// Offline queue.
     pub queue: Arc<OfflineQueueService>,
+    /// Store membership, server side: peer sessions and pairing codes.
+    pub peer_auth: Arc<crate::peer_auth::PeerAuth>,
+    /// Store membership, joining side: adopting a store key with a pairing code.
+    pub membership: Arc<crate::peer_auth::Membership>,
 }
 
 /// Shared handler state.
@@ -79,6 +84,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/network/devices", get(network::devices))
         .route("/network/pair", post(network::pair))
+        .route("/network/pairing-code", get(pairing::pairing_code))
         .route("/sync/progress", get(sync::progress))
         .route("/sync/now", post(sync::now))
         .route("/sync/conflicts", get(sync::conflicts))
@@ -98,9 +104,16 @@ pub fn router(state: SharedState) -> Router {
         ))
         // Health stays open: load balancers and pairing checks need it.
         .route("/health", get(entities::health));
+    // Every peer route but hello and the handshake needs a signed session.
     let peer = Router::new()
+        .route("/pull", post(peer::pull))
+        .route_layer(middleware::from_fn_with_state(
+            state.peer_auth.clone(),
+            crate::peer_auth::require_session,
+        ))
+        .merge(crate::peer_auth::routes(state.peer_auth.clone()))
         .route("/hello", get(peer::hello))
-        .route("/pull", post(peer::pull));
+        .layer(DefaultBodyLimit::max(crate::peer_auth::PEER_MAX_BODY));
     Router::new()
         .nest("/api", api)
         .nest("/peer/v1", peer)

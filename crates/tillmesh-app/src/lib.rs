@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod peer_auth;
 pub mod secrets;
 pub mod services;
 pub mod system;
@@ -19,4 +20,4 @@ pub mod timefmt;
 
 pub use cli::main_entry;
 pub use config::{Config, DiscoveryMode};
-pub use terminal::{run, Terminal};
+pub use terminal::{run, StartHooks, Terminal};

@@ -57,12 +57,31 @@ fn check_data_dir(dir: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Replaceable parts, for the in-process harness: a wrapper around the peer
+/// transport (fault injection) and the clock.
+#[derive(Default)]
+pub struct StartHooks {
+    /// Wraps the real peer transport.
+    pub wrap_transport:
+        Option<Box<dyn FnOnce(Arc<dyn PeerTransport>) -> Arc<dyn PeerTransport> + Send>>,
+    /// Replaces the system clock.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
 impl Terminal {
     /// Starts a terminal as configured.
     ///
     /// # Errors
     /// [`ConfigError`] for bad configuration; other errors for system failures.
     pub async fn start(config: Config) -> anyhow::Result<Terminal> {
+        Self::start_with(config, StartHooks::default()).await
+    }
+
+    /// Starts a terminal with some parts replaced (see [`StartHooks`]).
+    ///
+    /// # Errors
+    /// As [`Terminal::start`].
+    pub async fn start_with(config: Config, hooks: StartHooks) -> anyhow::Result<Terminal> {
         config.validate().map_err(ConfigError)?;
         check_data_dir(&config.data_dir)?;
         let token_existed = config.data_dir.join("admin-token").exists();
@@ -89,9 +108,21 @@ impl Terminal {
             .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener.local_addr()?;
 
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock: Arc<dyn Clock> = hooks.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let jitter: Arc<dyn JitterSource> = Arc::new(RandomJitter);
-        let transport: Arc<dyn PeerTransport> = Arc::new(HttpTransport::new(store_id.clone())?);
+        let key = tillmesh_transport_http::StoreKey::new(store_key);
+        let http = HttpTransport::new(key.clone(), device_id.clone())?;
+        let transport: Arc<dyn PeerTransport> = Arc::new(http.clone());
+        let peer_auth = Arc::new(crate::peer_auth::PeerAuth::new(device_id.clone(), key));
+        let membership = Arc::new(crate::peer_auth::Membership::new(
+            config.data_dir.clone(),
+            http,
+            config.store_key.is_some(),
+        ));
+        let transport = match hooks.wrap_transport {
+            Some(wrap) => wrap(transport),
+            None => transport,
+        };
         let events = EventBus::new();
         let liveness = LivenessPolicy::new(
             config.heartbeat_interval * 1000,
@@ -155,6 +186,8 @@ impl Terminal {
             network: network.clone(),
             sync: sync.clone(),
             queue: queue.clone(),
+            peer_auth,
+            membership,
         });
 
         let (shutdown, mut rx) = watch::channel(false);

@@ -65,3 +65,82 @@ pub struct PullResponseV1 {
     /// The server's log length, to estimate pending work.
     pub head: u64,
 }
+
+/// Opens a peer session: the first step of the store-membership handshake
+/// (`POST /peer/v1/session`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOpenV1 {
+    /// The client terminal's device id.
+    pub client_device: DeviceId,
+    /// 32 random bytes chosen by the client, hex.
+    pub client_nonce: String,
+}
+
+/// The server's challenge: a fresh session id and nonce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionChallengeV1 {
+    /// Session id (16 random bytes, hex).
+    pub session_id: String,
+    /// 32 random bytes chosen by the server, hex.
+    pub server_nonce: String,
+    /// The server terminal's device id.
+    pub server_device: DeviceId,
+}
+
+/// The client's proof of knowing the store key (`POST /peer/v1/session/confirm`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionConfirmV1 {
+    /// Session id from the challenge.
+    pub session_id: String,
+    /// HMAC-SHA-256 proof, hex.
+    pub client_proof: String,
+}
+
+/// The server's proof of knowing the store key; the session is usable from now on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionAcceptedV1 {
+    /// HMAC-SHA-256 proof, hex.
+    pub server_proof: String,
+    /// Seconds of inactivity after which the server forgets the session.
+    pub idle_timeout_secs: u64,
+}
+
+/// Starts joining a store with a one-time pairing code (`POST /peer/v1/join/start`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinStartV1 {
+    /// The joining terminal's device id.
+    pub client_device: DeviceId,
+    /// The client's SPAKE2 message, hex.
+    pub msg: String,
+}
+
+/// The server's SPAKE2 answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinChallengeV1 {
+    /// Id of this join attempt (16 random bytes, hex).
+    pub join_id: String,
+    /// The server's SPAKE2 message, hex.
+    pub msg: String,
+    /// The server terminal's device id.
+    pub server_device: DeviceId,
+}
+
+/// The client's key confirmation (`POST /peer/v1/join/finish`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinFinishV1 {
+    /// Id of the join attempt.
+    pub join_id: String,
+    /// HMAC-SHA-256 key confirmation, hex.
+    pub confirm: String,
+}
+
+/// The store key, sealed under the key both sides derived from the pairing code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinGrantV1 {
+    /// The server's key confirmation, hex.
+    pub server_confirm: String,
+    /// The store key XOR an HMAC-SHA-256 keystream, hex.
+    pub sealed_key: String,
+    /// HMAC-SHA-256 over the sealed key, hex.
+    pub tag: String,
+}

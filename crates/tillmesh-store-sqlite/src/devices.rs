@@ -56,7 +56,7 @@ impl DeviceStore for SqliteStore {
                 .find(1)
                 .select(local_identity::device_id)
                 .first(conn)?;
-            Ok(DeviceId::parse(id).map_err(|e| corrupt("local device id", e))?)
+            DeviceId::parse(id).map_err(|e| corrupt("local device id", e))
         })
         .await
     }

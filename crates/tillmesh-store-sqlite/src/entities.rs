@@ -2,7 +2,7 @@
 //! ([`EntityStore`]), plus the per-transaction working set of entity states that
 //! local and remote application share.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use diesel::prelude::*;
 use diesel::SqliteConnection;
@@ -13,9 +13,10 @@ use tillmesh_domain::{
     Timestamp,
 };
 
+use crate::json::{record_json, to_json};
 use crate::schema::{conflicts, entities};
 use crate::store::{corrupt, sql_limit, to_u64, unexpected, Res, SqliteStore};
-use crate::sync::{append_local, load_progress, save_progress};
+use crate::sync::{load_progress, save_progress, LogAppender};
 
 /// One entity touched by the current transaction.
 pub(crate) struct Slot {
@@ -27,6 +28,19 @@ pub(crate) struct Slot {
     pub(crate) exists: bool,
     /// Log position of the last change this transaction made to it.
     pub(crate) last_pos: i64,
+    /// JSON of `state`, when already encoded after its last modification.
+    json: Option<String>,
+    /// Index in `LocalOutcome::entities` that takes the final state by move.
+    outcome_index: Option<usize>,
+}
+
+/// What [`Working::flush`] hands back.
+#[derive(Default)]
+pub(crate) struct Flushed {
+    /// Conflicts that were not open before the transaction.
+    pub(crate) opened: Vec<Conflict>,
+    /// Final states claimed with an outcome index, by that index.
+    pub(crate) finals: Vec<(usize, EntityState)>,
 }
 
 /// Entity states loaded and modified by one transaction, written back by
@@ -50,6 +64,8 @@ impl Working {
                     state: before.clone().unwrap_or_default(),
                     before,
                     last_pos: 0,
+                    json: None,
+                    outcome_index: None,
                 },
             );
         }
@@ -59,26 +75,31 @@ impl Working {
     }
 
     /// Stores every entity whose state changed and rebuilds its conflict rows.
-    /// Returns the conflicts that were not open before the transaction.
-    pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<Vec<Conflict>> {
+    pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<Flushed> {
         let Working { order, mut slots } = self;
-        let mut opened = Vec::new();
+        let mut out = Flushed::default();
         for key in order {
             let Some(slot) = slots.remove(&key) else {
                 continue;
             };
-            if slot.before.as_ref() == Some(&slot.state) {
-                continue;
+            if slot.before.as_ref() != Some(&slot.state) {
+                let json = match slot.json {
+                    Some(j) => j,
+                    None => to_json(&slot.state)?,
+                };
+                write_entity(conn, &key, &slot.state, json, slot.last_pos)?;
+                out.opened.extend(rebuild_conflicts(
+                    conn,
+                    &key,
+                    slot.before.as_ref(),
+                    &slot.state,
+                )?);
             }
-            write_entity(conn, &key, &slot.state, slot.last_pos)?;
-            opened.extend(rebuild_conflicts(
-                conn,
-                &key,
-                slot.before.as_ref(),
-                &slot.state,
-            )?);
+            if let Some(i) = slot.outcome_index {
+                out.finals.push((i, slot.state));
+            }
         }
-        Ok(opened)
+        Ok(out)
     }
 }
 
@@ -97,9 +118,9 @@ fn write_entity(
     conn: &mut SqliteConnection,
     key: &EntityKey,
     state: &EntityState,
+    json: String,
     pos: i64,
 ) -> Res<()> {
-    let json = serde_json::to_string(state).map_err(|e| unexpected(e.to_string()))?;
     let hash = entity_hash(key, state);
     diesel::replace_into(entities::table)
         .values((
@@ -141,7 +162,7 @@ fn rebuild_conflicts(
     }
     let mut opened = Vec::new();
     for c in new {
-        let json = serde_json::to_string(&c).map_err(|e| unexpected(e.to_string()))?;
+        let json = to_json(&c)?;
         diesel::replace_into(conflicts::table)
             .values((
                 conflicts::conflict_id.eq(&c.id.0),
@@ -159,7 +180,7 @@ fn rebuild_conflicts(
 }
 
 /// The body of `apply_local`, inside its transaction.
-pub(crate) fn apply_local_tx(
+fn apply_local_tx(
     conn: &mut SqliteConnection,
     device: &DeviceId,
     ops: Vec<(EntityKey, EntityOp)>,
@@ -172,10 +193,18 @@ pub(crate) fn apply_local_tx(
     if ops.is_empty() {
         return Ok(outcome);
     }
-    let start = load_progress(conn, device.as_str())?;
-    let mut seq = start;
+    // The last op on each key hands its state to the outcome by move, not by clone.
+    let mut is_last = vec![false; ops.len()];
+    {
+        let mut seen = HashSet::with_capacity(ops.len());
+        for (i, (key, _)) in ops.iter().enumerate().rev() {
+            is_last[i] = seen.insert(key);
+        }
+    }
+    let mut seq = load_progress(conn, device.as_str())?;
+    let mut log = LogAppender::new(conn)?;
     let mut work = Working::default();
-    for (key, op) in ops {
+    for ((key, op), last) in ops.into_iter().zip(is_last) {
         let slot = work.slot(conn, &key)?;
         let created = !slot.exists;
         slot.state
@@ -185,12 +214,26 @@ pub(crate) fn apply_local_tx(
         seq = seq
             .checked_add(1)
             .ok_or_else(|| unexpected("sequence numbers exhausted"))?;
+        let state_json = to_json(&slot.state)?;
         let record = ChangeRecord::new(device.clone(), seq, key.clone(), at, slot.state.clone());
-        slot.last_pos = append_local(conn, &record)?;
-        outcome.entities.push((key, slot.state.clone(), created));
+        slot.last_pos = log.append_local(conn, &record, &record_json(&record, &state_json)?)?;
+        if last {
+            slot.json = Some(state_json);
+            slot.outcome_index = Some(outcome.entities.len());
+            outcome
+                .entities
+                .push((key, EntityState::default(), created));
+        } else {
+            outcome.entities.push((key, slot.state.clone(), created));
+        }
         outcome.records.push(record);
     }
-    work.flush(conn)?;
+    let flushed = work.flush(conn)?;
+    for (i, state) in flushed.finals {
+        if let Some(entry) = outcome.entities.get_mut(i) {
+            entry.1 = state;
+        }
+    }
     save_progress(conn, device.as_str(), seq)?;
     Ok(outcome)
 }

@@ -43,6 +43,7 @@
 
 mod devices;
 mod entities;
+mod json;
 mod notifications;
 mod queue;
 mod schema;
@@ -50,4 +51,3 @@ mod store;
 mod sync;
 
 pub use store::SqliteStore;
-mod zz_probe;

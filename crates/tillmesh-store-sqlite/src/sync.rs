@@ -41,34 +41,70 @@ pub(crate) fn save_progress(conn: &mut SqliteConnection, origin: &str, seq: u64)
     Ok(())
 }
 
-/// Appends a record (with its JSON) to the log; `None` when `(origin, seq)` is already
-/// there. Returns the new log position.
-fn append(conn: &mut SqliteConnection, record: &ChangeRecord, json: &str) -> Res<Option<i64>> {
-    let size = i64::try_from(json.len()).map_err(|_| unexpected("record too large"))?;
-    Ok(diesel::insert_into(change_log::table)
-        .values((
-            change_log::origin.eq(record.origin.as_str()),
-            change_log::seq.eq(to_i64(record.seq, "sequence")?),
-            change_log::entity_type.eq(record.key.entity_type()),
-            change_log::entity_id.eq(record.key.entity_id()),
-            change_log::record.eq(json),
-            change_log::size.eq(size),
-        ))
-        .on_conflict_do_nothing()
-        .returning(change_log::pos)
-        .get_result(conn)
-        .optional()?)
+/// Hands out log positions inside one write transaction. The transaction holds the
+/// write lock (`BEGIN IMMEDIATE`) and log rows are never deleted, so positions are
+/// the current head + 1, 2, … — assigned here instead of read back with `RETURNING`,
+/// which SQLite implements with a temporary table per execution.
+pub(crate) struct LogAppender {
+    next: i64,
 }
 
-/// Appends a record this terminal just made; returns its log position.
-pub(crate) fn append_local(conn: &mut SqliteConnection, record: &ChangeRecord) -> Res<i64> {
-    let json = serde_json::to_string(record).map_err(|e| unexpected(e.to_string()))?;
-    append(conn, record, &json)?.ok_or_else(|| {
-        unexpected(format!(
-            "change {}#{} is already in the log: origin progress is behind the log",
-            record.origin, record.seq
-        ))
-    })
+impl LogAppender {
+    /// Reads the head once, at the start of the write transaction.
+    pub(crate) fn new(conn: &mut SqliteConnection) -> Res<Self> {
+        let head: Option<i64> = change_log::table
+            .select(diesel::dsl::max(change_log::pos))
+            .first(conn)?;
+        Ok(Self {
+            next: head.unwrap_or(0) + 1,
+        })
+    }
+
+    /// Appends a record (with its JSON) to the log; `None` when `(origin, seq)` is
+    /// already there. Returns the new log position.
+    pub(crate) fn append(
+        &mut self,
+        conn: &mut SqliteConnection,
+        record: &ChangeRecord,
+        json: &str,
+    ) -> Res<Option<i64>> {
+        let size = i64::try_from(json.len()).map_err(|_| unexpected("record too large"))?;
+        let inserted = diesel::insert_into(change_log::table)
+            .values((
+                change_log::pos.eq(self.next),
+                change_log::origin.eq(record.origin.as_str()),
+                change_log::seq.eq(to_i64(record.seq, "sequence")?),
+                change_log::entity_type.eq(record.key.entity_type()),
+                change_log::entity_id.eq(record.key.entity_id()),
+                change_log::record.eq(json),
+                change_log::size.eq(size),
+            ))
+            // Only (origin, seq) means "already held"; a clash on pos is an error.
+            .on_conflict((change_log::origin, change_log::seq))
+            .do_nothing()
+            .execute(conn)?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        let pos = self.next;
+        self.next += 1;
+        Ok(Some(pos))
+    }
+
+    /// Appends a record this terminal just made; returns its log position.
+    pub(crate) fn append_local(
+        &mut self,
+        conn: &mut SqliteConnection,
+        record: &ChangeRecord,
+        json: &str,
+    ) -> Res<i64> {
+        self.append(conn, record, json)?.ok_or_else(|| {
+            unexpected(format!(
+                "change {}#{} is already in the log: origin progress is behind the log",
+                record.origin, record.seq
+            ))
+        })
+    }
 }
 
 /// Checks a peer's batch before anything is written: every record's checksum and
@@ -103,10 +139,11 @@ fn apply_remote_tx(
     let mut outcome = ApplyOutcome::default();
     let mut work = Working::default();
     let mut progress = Progress::new();
+    let mut log = LogAppender::new(conn)?;
     for (change, json) in changes {
         // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
-        let Some(pos) = append(conn, &change, &json)? else {
+        let Some(pos) = log.append(conn, &change, &json)? else {
             outcome.duplicates += 1;
             continue;
         };
@@ -127,7 +164,7 @@ fn apply_remote_tx(
         // still moves to the maximum (see the crate docs).
         entry.1 = entry.1.max(change.seq);
     }
-    outcome.new_conflicts = work.flush(conn)?;
+    outcome.new_conflicts = work.flush(conn)?.opened;
     for (origin, (before, now)) in progress {
         if now > before {
             save_progress(conn, &origin, now)?;

@@ -80,12 +80,8 @@ pub async fn pair(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<PairBody>,
 ) -> Result<Json<DeviceDto>, ApiError> {
-    if body.code.is_some() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "pairing codes are not available yet; start terminals with the same --store-key",
-        ));
+    if let Some(code) = body.code.as_deref() {
+        super::pairing::join_store(&state, &body.address, code).await?;
     }
     match state.network.pair(&body.address).await {
         Ok(record) => {

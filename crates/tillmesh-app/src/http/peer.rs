@@ -1,42 +1,42 @@
-//! Peer protocol endpoints (`/peer/v1/…`), see docs/PROTOCOL.md.
+//! Peer protocol endpoints (`/peer/v1/…`), see docs/PROTOCOL.md: the unauthenticated
+//! identity probe `hello`, and `pull`, which only runs behind
+//! [`crate::peer_auth::require_session`] (a signed store-member session).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use tillmesh_domain::wire::{
     HelloV1, PullRequestV1, PullResponseV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, SYNC_BATCH_BYTES,
 };
 
 use super::error::{ApiError, ApiJson};
 use super::SharedState;
+use crate::peer_auth::PeerIdentity;
 
-/// Who this terminal is.
+/// Who this terminal is: device id, name, protocol, public store id, port — nothing
+/// secret, so discovery and pairing can identify a terminal before authenticating.
 pub async fn hello(State(state): State<SharedState>) -> Json<HelloV1> {
     Json(HelloV1 {
         service: "tillmesh".into(),
         device_id: state.device_id.clone(),
         name: state.name.clone(),
         protocol: PROTOCOL_VERSION,
-        store_id: state.store_id.clone(),
+        store_id: state.peer_auth.store_id(),
         port: state.port,
     })
 }
 
-/// Serves a batch of this terminal's log to a member of the same store.
+/// Serves a batch of this terminal's log to an authenticated member of the store.
 pub async fn pull(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Extension(peer): Extension<PeerIdentity>,
     ApiJson(req): ApiJson<PullRequestV1>,
 ) -> Result<Json<PullResponseV1>, ApiError> {
-    let store = headers
-        .get("x-tillmesh-store")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if store != state.store_id {
+    if req.device_id != peer.device_id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "not_a_member",
-            "this terminal belongs to another store",
+            "device_mismatch",
+            "the pull names another device than the session was opened for",
         ));
     }
     let limit = (req.limit as usize).clamp(1, MAX_BATCH_SIZE);
@@ -47,8 +47,8 @@ pub async fn pull(
         .store
         .changes_after(req.after, limit, max_bytes, &req.known)
         .await?;
-    if req.device_id != state.device_id {
-        state.network.touch(&req.device_id).await;
+    if peer.device_id != state.device_id {
+        state.network.touch(&peer.device_id).await;
     }
     Ok(Json(PullResponseV1 {
         device_id: state.device_id.clone(),

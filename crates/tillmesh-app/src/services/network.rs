@@ -2,8 +2,9 @@
 //! the heartbeat that keeps their freshness and reports online/offline transitions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tillmesh_domain::device::{DeviceRecord, DeviceSource};
@@ -45,13 +46,42 @@ pub enum PairError {
 /// Registry and heartbeat.
 pub struct NetworkService {
     me: DeviceId,
-    store_id: String,
+    // Replaced when this terminal joins a store with a pairing code.
+    store_id: std::sync::RwLock<String>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     transport: Arc<dyn PeerTransport>,
     events: EventBus,
     liveness: LivenessPolicy,
     last_status: Mutex<HashMap<DeviceId, LivenessStatus>>,
+    /// Numbers discovery events in the order the adapter reported them.
+    discovery_seq: AtomicU64,
+    discovery: Mutex<DiscoveryState>,
+    /// Serialises "is this Found still the newest? → record it".
+    discovery_writes: tokio::sync::Mutex<()>,
+}
+
+/// Repeated `Found` events with the same addresses within this period are skipped.
+const FOUND_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// What discovery told about each peer, beyond the registry.
+#[derive(Default)]
+struct DiscoveryState {
+    /// Sequence number of the last `Found` recorded per device.
+    recorded: HashMap<DeviceId, u64>,
+    /// Address set and port last handled per device, and when (debounce).
+    recent: HashMap<DeviceId, (Vec<String>, u16, Instant)>,
+    /// Devices that withdrew their advertisement (mDNS goodbye or expiry).
+    withdrawn: HashMap<DeviceId, Withdrawal>,
+}
+
+/// A `Lost` event: the device counts as offline until it is found again, paired again,
+/// or heard from after the offline threshold has passed since (a terminal still
+/// answers for a moment after its goodbye while it shuts down).
+#[derive(Clone, Copy)]
+struct Withdrawal {
+    seq: u64,
+    at: Timestamp,
 }
 
 impl NetworkService {
@@ -67,19 +97,52 @@ impl NetworkService {
     ) -> Self {
         Self {
             me,
-            store_id,
+            store_id: std::sync::RwLock::new(store_id),
             store,
             clock,
             transport,
             events,
             liveness,
             last_status: Mutex::new(HashMap::new()),
+            discovery_seq: AtomicU64::new(0),
+            discovery: Mutex::new(DiscoveryState::default()),
+            discovery_writes: tokio::sync::Mutex::new(()),
         }
     }
 
     /// This terminal's id.
     pub fn device_id(&self) -> &DeviceId {
         &self.me
+    }
+
+    /// Public id of the store this terminal belongs to now.
+    pub fn store_id(&self) -> String {
+        self.store_id
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Switches to another store (after joining it with a pairing code).
+    pub fn set_store_id(&self, store_id: String) {
+        *self
+            .store_id
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = store_id;
+    }
+
+    /// Stops trusting every other device (they belonged to the previous store).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn untrust_peers(&self) -> Result<(), StoreError> {
+        for mut d in self.store.devices().await? {
+            if d.device_id != self.me && d.trusted {
+                d.trusted = false;
+                self.store.upsert_device(d).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Registers this terminal itself.
@@ -117,11 +180,7 @@ impl NetworkService {
             .await?
             .into_iter()
             .map(|record| {
-                let status = if record.device_id == self.me {
-                    LivenessStatus::Online
-                } else {
-                    self.liveness.status(record.last_seen, now)
-                };
+                let status = self.status_of(&record, now);
                 DeviceView { record, status }
             })
             .collect())
@@ -164,11 +223,27 @@ impl NetworkService {
                 "{base} is this terminal itself"
             )));
         }
-        if hello.store_id != self.store_id {
+        if hello.store_id != self.store_id() {
             return Err(PairError::Foreign(format!(
-                "{base} is a tillmesh terminal of another store ({}); pair it with this store's key first",
+                "{base} is a tillmesh terminal of another store ({}); join that store with a pairing code or start both with the same store key",
                 hello.store_id
             )));
+        }
+        // The store id is public: only the authenticated handshake proves membership.
+        match self.transport.verify_membership(&base).await {
+            Ok(id) if id == hello.device_id => {}
+            Ok(id) => {
+                return Err(PairError::Foreign(format!(
+                    "{base} introduced itself as {} but authenticated as {id}",
+                    hello.device_id
+                )))
+            }
+            Err(TransportError::Unreachable(e)) => return Err(PairError::Unreachable(base, e)),
+            Err(e) => {
+                return Err(PairError::Foreign(format!(
+                    "{base} claims this store but failed the store-key handshake: {e}"
+                )))
+            }
         }
         let (host, port) = split_base(&base);
         let record = DeviceRecord {
@@ -181,6 +256,7 @@ impl NetworkService {
             trusted: true,
         };
         self.store.upsert_device(record.clone()).await?;
+        self.discovery_state().withdrawn.remove(&record.device_id);
         self.note_status(&record.device_id, &record.name, LivenessStatus::Online);
         Ok(record)
     }
@@ -188,24 +264,58 @@ impl NetworkService {
     /// Handles a peer announced by discovery: confirms it answers the protocol on one
     /// of its addresses and records it (trusted only when it belongs to this store).
     pub async fn on_discovered(&self, event: DiscoveryEvent) {
-        let DiscoveryEvent::Found {
-            device_id,
-            name,
-            addresses,
-            port,
-            ..
-        } = event
-        else {
-            return;
+        let seq = self.next_discovery_seq();
+        self.handle_discovery(event, seq).await;
+    }
+
+    /// Numbers a discovery event; take it when the adapter reports the event, before
+    /// handing it to [`Self::handle_discovery`] on another task.
+    pub fn next_discovery_seq(&self) -> u64 {
+        self.discovery_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Handles discovery event number `seq` (see [`Self::next_discovery_seq`]).
+    /// Events are handled concurrently; the numbers keep an older `Found` (slow to
+    /// answer) from overwriting a newer one's address, or undoing a later `Lost`.
+    ///
+    /// - `Found`: repeated with the same addresses within 2 s → skipped. Otherwise the
+    ///   addresses are tried best first and the first that answers hello with the
+    ///   announced device id is recorded (an address that does not answer never is).
+    /// - `Lost` (goodbye or expiry): the device is offline at once (`device_offline`).
+    pub async fn handle_discovery(&self, event: DiscoveryEvent, seq: u64) {
+        let (device_id, name, addresses, port) = match event {
+            DiscoveryEvent::Found {
+                device_id,
+                name,
+                addresses,
+                port,
+                ..
+            } => (device_id, name, addresses, port),
+            DiscoveryEvent::Lost { device_id } => {
+                self.on_lost(&device_id, seq).await;
+                return;
+            }
         };
         if device_id == self.me {
+            return;
+        }
+        if !self.begin_found(&device_id, &addresses, port) {
+            tracing::debug!(device = %device_id, "same addresses handled moments ago; skipped");
             return;
         }
         for addr in addresses {
             let base = base_url(&addr, port);
             match self.transport.hello(&base).await {
                 Ok(hello) if hello.device_id == device_id => {
-                    let trusted = hello.store_id == self.store_id;
+                    // Trust needs the authenticated handshake, not the public store id.
+                    let trusted = hello.store_id == self.store_id()
+                        && match self.transport.verify_membership(&base).await {
+                            Ok(id) => id == device_id,
+                            Err(e) => {
+                                tracing::warn!(%base, error = %e, "discovered terminal failed the store-key handshake");
+                                false
+                            }
+                        };
                     let record = DeviceRecord {
                         device_id: device_id.clone(),
                         name: if hello.name.is_empty() {
@@ -219,6 +329,11 @@ impl NetworkService {
                         source: DeviceSource::Mdns,
                         trusted,
                     };
+                    let _ordered = self.discovery_writes.lock().await;
+                    if !self.accept_found(&device_id, seq) {
+                        tracing::debug!(device = %device_id, %base, "superseded by a later discovery event");
+                        return;
+                    }
                     if let Err(e) = self.store.upsert_device(record).await {
                         tracing::error!(error = %e, "could not record discovered device");
                     }
@@ -231,6 +346,90 @@ impl NetworkService {
             }
         }
         tracing::warn!(device = %device_id, "discovered terminal answers on none of its addresses");
+    }
+
+    fn discovery_state(&self) -> MutexGuard<'_, DiscoveryState> {
+        self.discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether to handle a `Found` with these addresses now (debounce); notes it.
+    fn begin_found(&self, id: &DeviceId, addresses: &[String], port: u16) -> bool {
+        let mut state = self.discovery_state();
+        let now = Instant::now();
+        if let Some((addrs, p, at)) = state.recent.get(id) {
+            if addrs == addresses && *p == port && now.duration_since(*at) < FOUND_DEBOUNCE {
+                return false;
+            }
+        }
+        state
+            .recent
+            .insert(id.clone(), (addresses.to_vec(), port, now));
+        true
+    }
+
+    /// Whether `Found` number `seq` may be recorded: no later `Found` was recorded and
+    /// no later `Lost` arrived. If so, notes it and lifts an earlier withdrawal.
+    fn accept_found(&self, id: &DeviceId, seq: u64) -> bool {
+        let mut state = self.discovery_state();
+        let newer_found = state.recorded.get(id).is_some_and(|s| *s > seq);
+        let newer_lost = state.withdrawn.get(id).is_some_and(|w| w.seq > seq);
+        if newer_found || newer_lost {
+            return false;
+        }
+        state.recorded.insert(id.clone(), seq);
+        state.withdrawn.remove(id);
+        true
+    }
+
+    /// A peer withdrew its advertisement: offline now, not after the silence threshold.
+    async fn on_lost(&self, id: &DeviceId, seq: u64) {
+        if *id == self.me {
+            return;
+        }
+        {
+            let mut state = self.discovery_state();
+            state.recent.remove(id);
+            if state.recorded.get(id).is_some_and(|s| *s > seq) {
+                // Found again since (a restart); this goodbye is old news.
+                return;
+            }
+            state.withdrawn.insert(
+                id.clone(),
+                Withdrawal {
+                    seq,
+                    at: self.clock.now(),
+                },
+            );
+        }
+        match self.store.device(id).await {
+            Ok(Some(d)) => {
+                tracing::info!(device = %id, "terminal withdrew its mDNS advertisement: offline");
+                self.note_status(id, &d.name, LivenessStatus::Offline);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(device = %id, error = %e, "could not look up a lost device"),
+        }
+    }
+
+    /// Liveness of `record` now: this terminal is always online; a withdrawn device is
+    /// offline until heard from after the offline threshold has passed since.
+    fn status_of(&self, record: &DeviceRecord, now: Timestamp) -> LivenessStatus {
+        if record.device_id == self.me {
+            return LivenessStatus::Online;
+        }
+        let withdrawn = self
+            .discovery_state()
+            .withdrawn
+            .get(&record.device_id)
+            .copied();
+        match withdrawn {
+            Some(w) if record.last_seen < w.at.plus_millis(self.liveness.offline_after_ms) => {
+                LivenessStatus::Offline
+            }
+            _ => self.liveness.status(record.last_seen, now),
+        }
     }
 
     /// Records that `peer` answered (sync or ping).
@@ -340,7 +539,8 @@ pub struct DiscoveryBridge {
 impl DiscoverySink for DiscoveryBridge {
     fn on_event(&self, event: DiscoveryEvent) {
         let network = self.network.clone();
+        let seq = network.next_discovery_seq();
         self.runtime
-            .spawn(async move { network.on_discovered(event).await });
+            .spawn(async move { network.handle_discovery(event, seq).await });
     }
 }

@@ -2,6 +2,7 @@
 
 use thiserror::Error;
 
+use crate::ids::DeviceId;
 use crate::wire::{HelloV1, PullRequestV1, PullResponseV1};
 
 /// Why a peer request failed.
@@ -37,4 +38,12 @@ pub trait PeerTransport: Send + Sync + 'static {
     /// See [`TransportError`].
     async fn pull(&self, base: &str, req: &PullRequestV1)
         -> Result<PullResponseV1, TransportError>;
+
+    /// Proves, both ways, that this terminal and the peer hold the same store key
+    /// (an authenticated handshake; `hello` alone proves nothing). Returns the
+    /// peer's device id as authenticated by the handshake.
+    ///
+    /// # Errors
+    /// [`TransportError::Unauthorized`] when the peer is not a member of this store.
+    async fn verify_membership(&self, base: &str) -> Result<DeviceId, TransportError>;
 }
