@@ -56,28 +56,17 @@ pub struct FaultyTransport {
 }
 
 fn port_of(base: &str) -> u16 {
-    base.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
+    base.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
 impl FaultyTransport {
     fn check_link(&self, base: &str) -> Result<(), TransportError> {
-        let me = *self
-            .own_port
-            .lock()
-            .map_err(|_| TransportError::Unreachable("poisoned".into()))?;
-        let f = self
-            .faults
-            .lock()
-            .map_err(|_| TransportError::Unreachable("poisoned".into()))?;
+        let me = *self.own_port.lock().map_err(|_| TransportError::Unreachable("poisoned".into()))?;
+        let f = self.faults.lock().map_err(|_| TransportError::Unreachable("poisoned".into()))?;
         if f.connected(me, port_of(base)) {
             Ok(())
         } else {
-            Err(TransportError::Unreachable(format!(
-                "partitioned from {base}"
-            )))
+            Err(TransportError::Unreachable(format!("partitioned from {base}")))
         }
     }
 }
@@ -89,17 +78,10 @@ impl PeerTransport for FaultyTransport {
         self.inner.hello(base).await
     }
 
-    async fn pull(
-        &self,
-        base: &str,
-        req: &PullRequestV1,
-    ) -> Result<PullResponseV1, TransportError> {
+    async fn pull(&self, base: &str, req: &PullRequestV1) -> Result<PullResponseV1, TransportError> {
         self.check_link(base)?;
         let mut resp = self.inner.pull(base, req).await?;
-        let mut f = self
-            .faults
-            .lock()
-            .map_err(|_| TransportError::Unreachable("poisoned".into()))?;
+        let mut f = self.faults.lock().map_err(|_| TransportError::Unreachable("poisoned".into()))?;
         let (loss, dup, reorder) = (f.loss, f.duplication, f.reordering);
         if f.rng.gen_bool(loss) {
             return Err(TransportError::Unreachable("response lost".into()));
@@ -163,10 +145,7 @@ impl Cluster {
     /// # Errors
     /// Start-up failures.
     pub async fn spawn(n: usize) -> Result<Self> {
-        let seed = std::env::var("TILLMESH_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1);
+        let seed = std::env::var("TILLMESH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
         Self::spawn_seeded(n, seed).await
     }
 
@@ -176,20 +155,11 @@ impl Cluster {
     /// Start-up failures.
     pub async fn spawn_seeded(n: usize, seed: u64) -> Result<Self> {
         let faults = Arc::new(Mutex::new(Faults::new(seed)));
-        let mut cluster = Self {
-            slots: Vec::with_capacity(n),
-            faults,
-            seed,
-        };
+        let mut cluster = Self { slots: Vec::with_capacity(n), faults, seed };
         for i in 0..n {
             let dir = tempfile::tempdir()?;
             let config = config_for(dir.path(), i)?;
-            cluster.slots.push(Slot {
-                terminal: None,
-                config,
-                own_port: Arc::new(Mutex::new(0)),
-                _dir: dir,
-            });
+            cluster.slots.push(Slot { terminal: None, config, own_port: Arc::new(Mutex::new(0)), _dir: dir });
             cluster.boot(i).await?;
         }
         Ok(cluster)
@@ -200,11 +170,7 @@ impl Cluster {
         let (faults, own_port) = (self.faults.clone(), slot.own_port.clone());
         let hooks = StartHooks {
             wrap_transport: Some(Box::new(move |inner| {
-                Arc::new(FaultyTransport {
-                    inner,
-                    own_port,
-                    faults,
-                }) as Arc<dyn PeerTransport>
+                Arc::new(FaultyTransport { inner, own_port, faults }) as Arc<dyn PeerTransport>
             })),
             clock: None,
         };
@@ -228,10 +194,7 @@ impl Cluster {
 
     /// Terminal `i` (panics if it is crashed: a harness usage error).
     pub fn terminal(&self, i: usize) -> &Terminal {
-        self.slots[i]
-            .terminal
-            .as_ref()
-            .expect("terminal is running")
+        self.slots[i].terminal.as_ref().expect("terminal is running")
     }
 
     /// Terminal `i`'s `HOST:PORT`.
@@ -244,11 +207,7 @@ impl Cluster {
     /// # Errors
     /// Pairing failures.
     pub async fn link(&self, a: usize, b: usize) -> Result<()> {
-        self.terminal(a)
-            .state
-            .network
-            .pair(&self.address(b))
-            .await?;
+        self.terminal(a).state.network.pair(&self.address(b)).await?;
         Ok(())
     }
 
@@ -270,12 +229,7 @@ impl Cluster {
     /// Splits terminals into partitions: `groups[i]` is terminal i's group.
     pub fn partition(&self, groups: &[usize]) {
         if let Ok(mut f) = self.faults.lock() {
-            f.groups = self
-                .slots
-                .iter()
-                .zip(groups)
-                .map(|(s, g)| (s.config.listen.port(), *g))
-                .collect();
+            f.groups = self.slots.iter().zip(groups).map(|(s, g)| (s.config.listen.port(), *g)).collect();
         }
     }
 
@@ -307,9 +261,7 @@ impl Cluster {
     /// # Errors
     /// Store failures.
     pub async fn round(&self) -> Result<u64> {
-        let runs = (0..self.len())
-            .filter(|i| self.slots[*i].terminal.is_some())
-            .map(|i| self.sync(i));
+        let runs = (0..self.len()).filter(|i| self.slots[*i].terminal.is_some()).map(|i| self.sync(i));
         let mut total = 0;
         for r in futures::future::join_all(runs).await {
             total += r?;
@@ -328,10 +280,7 @@ impl Cluster {
                 return Ok(r);
             }
         }
-        Err(anyhow!(
-            "no convergence after {max_rounds} rounds (seed {})",
-            self.seed
-        ))
+        Err(anyhow!("no convergence after {max_rounds} rounds (seed {})", self.seed))
     }
 
     /// Whether all running terminals have the same digest.

@@ -5,6 +5,7 @@
 //! Set `TEST_LOG=1` to see the terminals' logs.
 
 pub mod cluster;
+pub mod netns;
 pub mod process;
 
 pub use process::{binary_path, TerminalProcess};

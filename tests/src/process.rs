@@ -17,16 +17,10 @@ use crate::{ADMIN_TOKEN, STORE_KEY};
 pub fn binary_path() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test-exe> → target/<profile>/terminal-server
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test executable path"))?;
+    let dir = exe.parent().and_then(Path::parent).ok_or_else(|| anyhow!("unexpected test executable path"))?;
     let bin = dir.join("terminal-server");
     if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p terminal-server` first (cargo xtask ci does)",
-            bin.display()
-        );
+        bail!("{} is missing: run `cargo build -p terminal-server` first (cargo xtask ci does)", bin.display());
     }
     Ok(bin)
 }
@@ -71,11 +65,7 @@ impl TerminalProcess {
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
         if !args.contains(&"--store-key") {
             cmd.args(["--store-key", STORE_KEY]);
         }
@@ -99,10 +89,7 @@ impl TerminalProcess {
                 bail!("terminal-server did not print `listening on` within 20 s");
             }
         };
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .no_proxy()
-            .build()?;
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).no_proxy().build()?;
         Ok(Self {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
@@ -124,21 +111,15 @@ impl TerminalProcess {
     /// Transport errors.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
         let m = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self
-            .client
-            .request(m, format!("{}{}", self.url, path))
-            .bearer_auth(ADMIN_TOKEN);
+        let mut req = self.client.request(m, format!("{}{}", self.url, path)).bearer_auth(ADMIN_TOKEN);
         if let Some(b) = body {
             req = req.json(b);
         }
         let resp = req.send()?;
         let status = resp.status().as_u16();
         let text = resp.text()?;
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let json =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Ok((status, json))
     }
 
@@ -159,10 +140,7 @@ impl TerminalProcess {
     /// # Errors
     /// Transport errors.
     pub fn device_id(&self) -> Result<String> {
-        Ok(self.ok("GET", "/api/health", None)?["device_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string())
+        Ok(self.ok("GET", "/api/health", None)?["device_id"].as_str().unwrap_or_default().to_string())
     }
 
     /// The replicated-state digest.
@@ -178,11 +156,7 @@ impl TerminalProcess {
     /// # Errors
     /// If pairing fails.
     pub fn pair(&self, other: &TerminalProcess) -> Result<Value> {
-        self.ok(
-            "POST",
-            "/api/network/pair",
-            Some(&serde_json::json!({"address": other.address()})),
-        )
+        self.ok("POST", "/api/network/pair", Some(&serde_json::json!({"address": other.address()})))
     }
 
     /// Runs `POST /api/sync/now`.
@@ -209,9 +183,7 @@ impl TerminalProcess {
         let Some(mut c) = self.child.take() else {
             return Ok(None);
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = c.try_wait()? {
@@ -236,11 +208,7 @@ impl Drop for TerminalProcess {
 ///
 /// # Errors
 /// On timeout, naming `what`.
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<bool>,
-) -> Result<()> {
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     while Instant::now() < deadline {

@@ -41,16 +41,8 @@ impl Chromedriver {
         let child = Command::new(binary)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
-            .stdout(if verbose {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(if verbose {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stdout(if verbose { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if verbose { Stdio::inherit() } else { Stdio::null() })
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
@@ -70,10 +62,7 @@ impl Drop for Chromedriver {
     fn drop(&mut self) {
         // The group id is chromedriver's pid (process_group(0)); Chromium inherits it.
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -92,11 +81,7 @@ fn browser_tools() -> Result<(PathBuf, PathBuf)> {
         (true, Some(driver)) => Ok((chromium, driver)),
         (has_chromium, driver) => bail!(
             "the dashboard browser test needs {}{}: {INSTALL_HINT}",
-            if has_chromium {
-                ""
-            } else {
-                "/usr/bin/chromium "
-            },
+            if has_chromium { "" } else { "/usr/bin/chromium " },
             if driver.is_some() { "" } else { "chromedriver" },
         ),
     }
@@ -117,9 +102,7 @@ async fn open_browser(driver: &Chromedriver, chromium: &Path, profile: &Path) ->
             ],
         },
     });
-    let Value::Object(caps) = caps else {
-        bail!("capabilities must be a JSON object")
-    };
+    let Value::Object(caps) = caps else { bail!("capabilities must be a JSON object") };
     ClientBuilder::new(HttpConnector::new())
         .capabilities(caps)
         .connect(&driver.url())
@@ -167,14 +150,25 @@ async fn js(c: &Client, script: &str) -> Result<Value> {
     Ok(c.execute(script, vec![]).await?)
 }
 
+/// Sizes the page area (not the window) to `width`×`height`: headless Chromium counts
+/// window decorations in `--window-size`, which leaves less than 800×480 for the page.
+async fn set_viewport(c: &Client, width: u32, height: u32) -> Result<()> {
+    let extra =
+        js(c, "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]").await?;
+    let px = |v: &Value| u32::try_from(v.as_i64().unwrap_or(0).max(0)).unwrap_or(0);
+    c.set_window_size(width + px(&extra[0]), height + px(&extra[1])).await?;
+    let want = json!([width, height]);
+    poll(&format!("a {width}×{height} viewport"), UI_TIMEOUT, || async {
+        let got = js(c, "return [window.innerWidth, window.innerHeight]").await?;
+        Ok((got == want).then_some(()))
+    })
+    .await
+}
+
 fn sync(t: &TerminalProcess) -> Result<()> {
     let result = t.sync_now()?;
     for peer in result["peers"].as_array().into_iter().flatten() {
-        ensure!(
-            peer["error"].is_null(),
-            "sync of {} failed: {result}",
-            t.url
-        );
+        ensure!(peer["error"].is_null(), "sync of {} failed: {result}", t.url);
     }
     Ok(())
 }
@@ -189,9 +183,7 @@ fn price(t: &TerminalProcess) -> Result<Value> {
 }
 
 fn target_dir() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?;
     let dir = root.join("target");
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
@@ -232,11 +224,7 @@ fn dashboard_shows_every_panel_and_resolves_a_conflict_in_a_real_browser() -> Re
 
     // A conflict: both terminals know price 100, then each sets its own.
     let p1 = "/api/entities/product/p1";
-    a.ok(
-        "PUT",
-        p1,
-        Some(&json!({"fields": {"name": "Coffee", "price": 100}})),
-    )?;
+    a.ok("PUT", p1, Some(&json!({"fields": {"name": "Coffee", "price": 100}})))?;
     sync(&a)?;
     sync(&b)?;
     ensure!(price(&b)? == json!(100), "B did not get price 100");
@@ -247,18 +235,12 @@ fn dashboard_shows_every_panel_and_resolves_a_conflict_in_a_real_browser() -> Re
     let (on_a, on_b) = (conflicts(&a)?, conflicts(&b)?);
     ensure!(on_a.len() == 1, "A should list 1 conflict: {on_a:?}");
     ensure!(on_b.len() == 1, "B should list 1 conflict: {on_b:?}");
-    ensure!(
-        on_a[0]["id"] == on_b[0]["id"],
-        "a conflict has one id everywhere"
-    );
+    ensure!(on_a[0]["id"] == on_b[0]["id"], "a conflict has one id everywhere");
     let conflict_id = on_a[0]["id"].as_str().context("conflict id")?.to_string();
 
     // A queued operation that fails for good, raising a notification.
-    let op = a.ok(
-        "POST",
-        "/api/queue",
-        Some(&json!({"kind": "http_post", "target": DEAD_TARGET, "payload": {"x": 1}})),
-    )?;
+    let op =
+        a.ok("POST", "/api/queue", Some(&json!({"kind": "http_post", "target": DEAD_TARGET, "payload": {"x": 1}})))?;
     let operation_id = op["id"].as_str().context("operation id")?.to_string();
     wait_until("the operation to fail", Duration::from_secs(20), || {
         Ok(a.ok("GET", "/api/queue/stats", None)?["failed"] == json!(1))
@@ -272,26 +254,15 @@ fn dashboard_shows_every_panel_and_resolves_a_conflict_in_a_real_browser() -> Re
     // The browser. Declared before the driver so that the profile dir outlives it.
     let profile = tempfile::tempdir()?;
     let driver = Chromedriver::start(&chromedriver)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = rt.block_on(open_browser(&driver, &chromium, profile.path()))?;
-    let scene = Scene {
-        a: &a,
-        b: &b,
-        b_id,
-        conflict_id,
-        operation_id,
-    };
+    let scene = Scene { a: &a, b: &b, b_id, conflict_id, operation_id };
     let outcome = run_in_browser(&rt, &client, &scene);
     let closed = rt.block_on(client.close());
     drop(driver);
     outcome?;
     closed.context("closing the browser session")?;
-    eprintln!(
-        "dashboard test: terminals and data ready in {api_ready:.1?}, whole test {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("dashboard test: terminals and data ready in {api_ready:.1?}, whole test {:.1?}", started.elapsed());
     Ok(())
 }
 
@@ -303,11 +274,9 @@ fn run_in_browser(rt: &tokio::runtime::Runtime, c: &Client, s: &Scene<'_>) -> Re
     // Keep 120 from the page…
     rt.block_on(keep_value(c, s, "120"))?;
     // …and both the API and the page agree.
-    wait_until(
-        "A to have no open conflict and price 120",
-        Duration::from_secs(10),
-        || Ok(conflicts(s.a)?.is_empty() && price(s.a)? == json!(120)),
-    )?;
+    wait_until("A to have no open conflict and price 120", Duration::from_secs(10), || {
+        Ok(conflicts(s.a)?.is_empty() && price(s.a)? == json!(120))
+    })?;
     rt.block_on(poll("no open conflicts", UI_TIMEOUT, || async {
         let count = one(c, "#conflicts-count").await?;
         let conflicts = c.find_all(Locator::Css("#conflicts .conflict")).await?;
@@ -327,25 +296,18 @@ fn run_in_browser(rt: &tokio::runtime::Runtime, c: &Client, s: &Scene<'_>) -> Re
             one(c, "#notifications .notification[data-acknowledged=false]")
         })
         .await?;
-        let id = n
-            .attr("data-notification-id")
-            .await?
-            .context("notification id")?;
+        let id = n.attr("data-notification-id").await?.context("notification id")?;
         n.find(Locator::Css("button.ack")).await?.click().await?;
         anyhow::Ok(id)
     })?;
-    wait_until(
-        "the notification to be acknowledged",
-        Duration::from_secs(10),
-        || {
-            let list = s.a.ok("GET", "/api/notifications", None)?;
-            Ok(list["notifications"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|n| n["id"] == json!(acked) && n["acknowledged"] == json!(true)))
-        },
-    )?;
+    wait_until("the notification to be acknowledged", Duration::from_secs(10), || {
+        let list = s.a.ok("GET", "/api/notifications", None)?;
+        Ok(list["notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["id"] == json!(acked) && n["acknowledged"] == json!(true)))
+    })?;
     Ok(())
 }
 
@@ -353,23 +315,15 @@ fn run_in_browser(rt: &tokio::runtime::Runtime, c: &Client, s: &Scene<'_>) -> Re
 /// the data made above; checks the layout at 800×480; saves the screenshots.
 async fn show_everything(c: &Client, s: &Scene<'_>) -> Result<()> {
     c.goto(&format!("{}/#token={ADMIN_TOKEN}", s.a.url)).await?;
+    set_viewport(c, 800, 480).await?;
 
     // The token moved from the address bar into sessionStorage.
     let url = c.current_url().await?;
-    ensure!(
-        url.fragment().is_none_or(str::is_empty),
-        "token still in the URL: {url}"
-    );
+    ensure!(url.fragment().is_none_or(str::is_empty), "token still in the URL: {url}");
     let stored = js(c, "return sessionStorage.getItem('tillmesh.adminToken')").await?;
-    ensure!(
-        stored == json!(ADMIN_TOKEN),
-        "token not in sessionStorage: {stored}"
-    );
+    ensure!(stored == json!(ADMIN_TOKEN), "token not in sessionStorage: {stored}");
     let prompt_hidden = js(c, "return document.getElementById('token-prompt').hidden").await?;
-    ensure!(
-        prompt_hidden == json!(true),
-        "token prompt shown although the URL had a token"
-    );
+    ensure!(prompt_hidden == json!(true), "token prompt shown although the URL had a token");
 
     // Conflicts: the two competing values side by side, each with a Keep button.
     let conflict_css = format!("#conflicts .conflict[data-conflict-id='{}']", s.conflict_id);
@@ -378,18 +332,13 @@ async fn show_everything(c: &Client, s: &Scene<'_>) -> Result<()> {
             return Ok(None);
         };
         let values = texts(&conflict, ".value .value-json").await?;
-        let keeps = conflict
-            .find_all(Locator::Css("button.keep[data-value-index]"))
-            .await?;
+        let keeps = conflict.find_all(Locator::Css("button.keep[data-value-index]")).await?;
         Ok((values.len() == 2 && keeps.len() == 2).then_some(values))
     })
     .await?;
     let mut sorted = values.clone();
     sorted.sort();
-    ensure!(
-        sorted == ["110", "120"],
-        "conflict shows {values:?}, expected 110 and 120"
-    );
+    ensure!(sorted == ["110", "120"], "conflict shows {values:?}, expected 110 and 120");
 
     // Sync indicator: red, because an operation failed.
     let state = poll("a sync state", UI_TIMEOUT, || async {
@@ -397,20 +346,12 @@ async fn show_everything(c: &Client, s: &Scene<'_>) -> Result<()> {
             return Ok(None);
         };
         let state = el.attr("data-state").await?.unwrap_or_default();
-        Ok(["green", "amber", "red"]
-            .contains(&state.as_str())
-            .then_some(state))
+        Ok(["green", "amber", "red"].contains(&state.as_str()).then_some(state))
     })
     .await?;
-    ensure!(
-        state == "red",
-        "sync indicator is {state}, expected red (1 failed operation)"
-    );
+    ensure!(state == "red", "sync indicator is {state}, expected red (1 failed operation)");
     let detail = c.find(Locator::Css("#sync-detail")).await?.text().await?;
-    ensure!(
-        detail.contains("last sync"),
-        "no last sync time in {detail:?}"
-    );
+    ensure!(detail.contains("last sync"), "no last sync time in {detail:?}");
 
     // Devices: B, by id, online.
     let device_css = format!("#devices .device[data-device-id='{}']", s.b_id);
@@ -419,10 +360,7 @@ async fn show_everything(c: &Client, s: &Scene<'_>) -> Result<()> {
             return Ok(None);
         };
         let text = d.text().await?;
-        Ok(
-            (text.contains(&s.b_id) && text.contains("till-b") && text.contains("online"))
-                .then_some(()),
-        )
+        Ok((text.contains(&s.b_id) && text.contains("till-b") && text.contains("online")).then_some(()))
     })
     .await?;
 
@@ -441,9 +379,7 @@ async fn show_everything(c: &Client, s: &Scene<'_>) -> Result<()> {
 
     // Notifications: the failure, with Acknowledge.
     poll("the notification", UI_TIMEOUT, || async {
-        let n = c
-            .find_all(Locator::Css("#notifications .notification button.ack"))
-            .await?;
+        let n = c.find_all(Locator::Css("#notifications .notification button.ack")).await?;
         Ok((!n.is_empty()).then_some(()))
     })
     .await?;
@@ -460,45 +396,27 @@ async fn show_everything(c: &Client, s: &Scene<'_>) -> Result<()> {
          return { width: window.innerWidth, scroll: d.scrollWidth, client: d.clientWidth, small };",
     )
     .await?;
-    ensure!(
-        layout["scroll"].as_u64() <= layout["client"].as_u64(),
-        "the page scrolls sideways: {layout}"
-    );
-    ensure!(
-        layout["small"].as_array().is_some_and(Vec::is_empty),
-        "tap targets under 40 px: {layout}"
-    );
+    ensure!(layout["scroll"].as_u64() <= layout["client"].as_u64(), "the page scrolls sideways: {layout}");
+    ensure!(layout["small"].as_array().is_some_and(Vec::is_empty), "tap targets under 40 px: {layout}");
 
     // Screenshots once every panel has data: the till's screen, then the whole page.
     let dir = target_dir()?;
     std::fs::write(dir.join("dashboard.png"), c.screenshot().await?)?;
     let height = js(c, "return document.documentElement.scrollHeight").await?;
     let height = height.as_u64().unwrap_or(480).clamp(480, 4000);
-    c.set_window_size(800, u32::try_from(height)?).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    set_viewport(c, 800, u32::try_from(height)?).await?;
     std::fs::write(dir.join("dashboard-full.png"), c.screenshot().await?)?;
-    c.set_window_size(800, 480).await?;
+    set_viewport(c, 800, 480).await?;
     Ok(())
 }
 
 /// Taps "Keep" under the shown value `value` of the scene's conflict.
 async fn keep_value(c: &Client, s: &Scene<'_>, value: &str) -> Result<()> {
-    let css = format!(
-        "#conflicts .conflict[data-conflict-id='{}'] .value",
-        s.conflict_id
-    );
+    let css = format!("#conflicts .conflict[data-conflict-id='{}'] .value", s.conflict_id);
     for candidate in c.find_all(Locator::Css(&css)).await? {
-        let shown = candidate
-            .find(Locator::Css(".value-json"))
-            .await?
-            .text()
-            .await?;
+        let shown = candidate.find(Locator::Css(".value-json")).await?.text().await?;
         if shown == value {
-            candidate
-                .find(Locator::Css("button.keep"))
-                .await?
-                .click()
-                .await?;
+            candidate.find(Locator::Css("button.keep")).await?.click().await?;
             return Ok(());
         }
     }

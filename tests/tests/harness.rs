@@ -11,53 +11,27 @@ use serde_json::json;
 use tillmesh_domain::{EntityKey, EntityOp};
 use tillmesh_tests::cluster::Cluster;
 
-async fn put(
-    c: &Cluster,
-    i: usize,
-    ty: &str,
-    id: &str,
-    field: &str,
-    value: serde_json::Value,
-) -> Result<()> {
-    let op = EntityOp::Put {
-        fields: BTreeMap::from([(field.to_string(), Some(value))]),
-    };
-    c.state(i)
-        .entities
-        .apply(vec![(EntityKey::new(ty, id)?, op)])
-        .await?;
+async fn put(c: &Cluster, i: usize, ty: &str, id: &str, field: &str, value: serde_json::Value) -> Result<()> {
+    let op = EntityOp::Put { fields: BTreeMap::from([(field.to_string(), Some(value))]) };
+    c.state(i).entities.apply(vec![(EntityKey::new(ty, id)?, op)]).await?;
     Ok(())
 }
 
 async fn adjust(c: &Cluster, i: usize, id: &str, delta: i64) -> Result<()> {
-    let op = EntityOp::Counter {
-        field: "stock".into(),
-        delta,
-    };
-    c.state(i)
-        .entities
-        .apply(vec![(EntityKey::new("product", id)?, op)])
-        .await?;
+    let op = EntityOp::Counter { field: "stock".into(), delta };
+    c.state(i).entities.apply(vec![(EntityKey::new("product", id)?, op)]).await?;
     Ok(())
 }
 
 async fn field(c: &Cluster, i: usize, ty: &str, id: &str, f: &str) -> Result<serde_json::Value> {
     let s = c.state(i).store.entity(&EntityKey::new(ty, id)?).await?;
-    Ok(
-        s.map(|s| s.view().fields.get(f).cloned().unwrap_or_default())
-            .unwrap_or_default(),
-    )
+    Ok(s.map(|s| s.view().fields.get(f).cloned().unwrap_or_default()).unwrap_or_default())
 }
 
 /// Every terminal's log holds each change exactly once.
 async fn assert_logs_hold(c: &Cluster, changes: u64) -> Result<()> {
     for i in 0..c.len() {
-        assert_eq!(
-            c.state(i).store.log_head().await?,
-            changes,
-            "terminal {i}'s log (seed {})",
-            c.seed
-        );
+        assert_eq!(c.state(i).store.log_head().await?, changes, "terminal {i}'s log (seed {})", c.seed);
     }
     Ok(())
 }
@@ -73,10 +47,7 @@ async fn writes_on_a_line_of_three_reach_everywhere() -> Result<()> {
     put(&c, 2, "product", "c", "name", json!("from C")).await?;
     put(&c, 1, "setting", "b", "tax", json!(7)).await?;
     let rounds = c.converge(5).await?;
-    assert!(
-        rounds <= 3,
-        "a line of three needs at most 3 rounds, took {rounds}"
-    );
+    assert!(rounds <= 3, "a line of three needs at most 3 rounds, took {rounds}");
     assert_eq!(field(&c, 2, "product", "a", "name").await?, json!("from A"));
     assert_eq!(field(&c, 0, "product", "c", "name").await?, json!("from C"));
     assert_logs_hold(&c, 3).await?;
@@ -102,10 +73,7 @@ async fn stock_sold_on_five_offline_terminals_adds_up_after_healing() -> Result<
     c.heal();
     c.converge(5).await?;
     for i in 0..5 {
-        assert_eq!(
-            field(&c, i, "product", "p1", "stock").await?,
-            json!(100 - sold)
-        );
+        assert_eq!(field(&c, i, "product", "p1", "stock").await?, json!(100 - sold));
     }
     c.shutdown().await;
     Ok(())
@@ -133,15 +101,7 @@ async fn random_workloads_under_partitions_and_faults_converge_without_loss() ->
                 stock_delta += d;
             } else {
                 let v = rng.gen_range(0..1000);
-                put(
-                    &c,
-                    i,
-                    "product",
-                    &id,
-                    &format!("f{}", rng.gen_range(0..3)),
-                    json!(v),
-                )
-                .await?;
+                put(&c, i, "product", &id, &format!("f{}", rng.gen_range(0..3)), json!(v)).await?;
                 last_write.insert((i, id), v);
             }
             written += 1;
@@ -155,44 +115,19 @@ async fn random_workloads_under_partitions_and_faults_converge_without_loss() ->
     c.heal();
     c.set_faults(0.0, 0.0, 0.0);
     let rounds = c.converge(10).await?;
-    println!(
-        "converged in {rounds} rounds after healing (seed {})",
-        c.seed
-    );
+    println!("converged in {rounds} rounds after healing (seed {})", c.seed);
     assert_logs_hold(&c, written).await?;
-    assert_eq!(
-        field(&c, 0, "product", "stock-item", "stock").await?,
-        json!(stock_delta)
-    );
+    assert_eq!(field(&c, 0, "product", "stock-item", "stock").await?, json!(stock_delta));
     // Every terminal lists the same open conflicts.
-    let first: Vec<_> = c
-        .state(0)
-        .store
-        .open_conflicts()
-        .await?
-        .into_iter()
-        .map(|x| x.id)
-        .collect();
+    let first: Vec<_> = c.state(0).store.open_conflicts().await?.into_iter().map(|x| x.id).collect();
     for i in 1..n {
-        let other: Vec<_> = c
-            .state(i)
-            .store
-            .open_conflicts()
-            .await?
-            .into_iter()
-            .map(|x| x.id)
-            .collect();
+        let other: Vec<_> = c.state(i).store.open_conflicts().await?.into_iter().map(|x| x.id).collect();
         assert_eq!(first, other, "conflicts of terminal {i}");
     }
     // No write lost: each entity a terminal wrote exists everywhere.
     for (_, id) in last_write.keys() {
         for i in 0..n {
-            assert!(c
-                .state(i)
-                .store
-                .entity(&EntityKey::new("product", id.clone())?)
-                .await?
-                .is_some());
+            assert!(c.state(i).store.entity(&EntityKey::new("product", id.clone())?).await?.is_some());
         }
     }
     c.shutdown().await;
@@ -205,9 +140,7 @@ async fn a_crash_in_the_middle_of_a_batch_loses_nothing_and_repeats_nothing() ->
     c.link_all().await?;
     let ops: Vec<_> = (0..2000)
         .map(|i| {
-            let op = EntityOp::Put {
-                fields: BTreeMap::from([("n".to_string(), Some(json!(i)))]),
-            };
+            let op = EntityOp::Put { fields: BTreeMap::from([("n".to_string(), Some(json!(i)))]) };
             (EntityKey::new("sale", format!("s{i:05}")).unwrap(), op)
         })
         .collect();

@@ -38,11 +38,7 @@ struct Reply {
 
 impl Reply {
     fn status(status: u16) -> Self {
-        Self {
-            status,
-            delay: Duration::ZERO,
-            body: "",
-        }
+        Self { status, delay: Duration::ZERO, body: "" }
     }
 }
 
@@ -55,17 +51,10 @@ struct Office {
     behaviour: Behaviour,
 }
 
-async fn receive(
-    State(office): State<Office>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, &'static str) {
+async fn receive(State(office): State<Office>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
     let request = Received {
         at: Instant::now(),
-        key: headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     };
     let reply = {
@@ -99,17 +88,12 @@ impl HeadOffice {
             .build()
             .expect("head office runtime");
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind("127.0.0.1:0".parse().unwrap())
-            .expect("reserve a port");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("reserve a port");
         let port = socket.local_addr().expect("reserved address").port();
         Self {
             rt,
             port,
-            office: Office {
-                received: Arc::default(),
-                behaviour: Arc::new(behaviour),
-            },
+            office: Office { received: Arc::default(), behaviour: Arc::new(behaviour) },
             reserved: Some(socket),
         }
     }
@@ -126,13 +110,9 @@ impl HeadOffice {
         let socket = self.reserved.take().expect("head office opened twice");
         let _guard = self.rt.enter();
         let listener = socket.listen(1024).expect("listen");
-        let app = Router::new()
-            .route("/sales", post(receive))
-            .with_state(self.office.clone());
+        let app = Router::new().route("/sales", post(receive)).with_state(self.office.clone());
         self.rt.spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("head office server");
+            axum::serve(listener, app).await.expect("head office server");
         });
     }
 
@@ -158,32 +138,18 @@ struct EventStream {
 
 impl EventStream {
     fn connect(rt: &tokio::runtime::Runtime, terminal: &TerminalProcess) -> Self {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
         let url = format!("{}/api/events", terminal.url);
-        let mut resp = rt
-            .block_on(client.get(url).bearer_auth(ADMIN_TOKEN).send())
-            .expect("GET /api/events");
+        let mut resp = rt.block_on(client.get(url).bearer_auth(ADMIN_TOKEN).send()).expect("GET /api/events");
         assert_eq!(resp.status().as_u16(), 200);
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            content_type.starts_with("text/event-stream"),
-            "{content_type}"
-        );
+        let content_type =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
         let text = Arc::new(Mutex::new(String::new()));
         let sink = text.clone();
         rt.spawn(async move {
             while let Ok(Some(chunk)) = resp.chunk().await {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk));
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk));
             }
         });
         Self { text }
@@ -218,11 +184,7 @@ impl EventStream {
 
 fn enqueue(t: &TerminalProcess, target: &str, payload: Value) -> Value {
     let (status, op) = t
-        .call(
-            "POST",
-            "/api/queue",
-            Some(&json!({"kind": "http_post", "target": target, "payload": payload})),
-        )
+        .call("POST", "/api/queue", Some(&json!({"kind": "http_post", "target": target, "payload": payload})))
         .expect("POST /api/queue");
     assert_eq!(status, 201, "{op}");
     assert_eq!(op["status"], "pending", "{op}");
@@ -236,10 +198,7 @@ fn operations(t: &TerminalProcess) -> Vec<Value> {
 }
 
 fn operation(t: &TerminalProcess, id: &str) -> Value {
-    operations(t)
-        .into_iter()
-        .find(|o| o["id"] == id)
-        .unwrap_or_else(|| panic!("operation {id} is not listed"))
+    operations(t).into_iter().find(|o| o["id"] == id).unwrap_or_else(|| panic!("operation {id} is not listed"))
 }
 
 fn stats(t: &TerminalProcess) -> Value {
@@ -247,41 +206,22 @@ fn stats(t: &TerminalProcess) -> Value {
 }
 
 fn wait_for_status(t: &TerminalProcess, id: &str, status: &str, timeout: Duration) -> Value {
-    wait_until(&format!("operation {id} {status}"), timeout, || {
-        Ok(operation(t, id)["status"] == status)
-    })
-    .expect("operation status");
+    wait_until(&format!("operation {id} {status}"), timeout, || Ok(operation(t, id)["status"] == status))
+        .expect("operation status");
     operation(t, id)
 }
 
 fn notifications(t: &TerminalProcess) -> Vec<Value> {
-    let list = t
-        .ok("GET", "/api/notifications", None)
-        .expect("notifications");
-    list["notifications"]
-        .as_array()
-        .expect("notifications")
-        .clone()
+    let list = t.ok("GET", "/api/notifications", None).expect("notifications");
+    list["notifications"].as_array().expect("notifications").clone()
 }
 
 /// Asserts the API's error shape and code.
-fn assert_error(
-    t: &TerminalProcess,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    status: u16,
-    code: &str,
-) {
+fn assert_error(t: &TerminalProcess, method: &str, path: &str, body: Option<&Value>, status: u16, code: &str) {
     let (got, json) = t.call(method, path, body).expect("request");
     assert_eq!(got, status, "{method} {path}: {json}");
     assert_eq!(json["error"]["code"], code, "{method} {path}: {json}");
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{method} {path}: {json}"
-    );
+    assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {json}");
 }
 
 fn sale_ids(n: usize) -> BTreeSet<String> {
@@ -305,8 +245,7 @@ fn create_sales(t: &TerminalProcess, n: usize) {
         .enumerate()
         .map(|(i, id)| json!({"op": "put", "type": "sale", "id": id, "fields": {"total": i}}))
         .collect();
-    t.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))
-        .expect("batch of sales");
+    t.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops }))).expect("batch of sales");
 }
 
 // ---------------------------------------------------------------------------
@@ -316,8 +255,7 @@ fn create_sales(t: &TerminalProcess, n: usize) {
 #[test]
 fn an_operation_refused_three_times_is_delivered_after_growing_delays() {
     let office = HeadOffice::up(|_, n| Reply::status(if n < 3 { 503 } else { 200 }));
-    let t = TerminalProcess::start(&["--retry-base-ms", "100", "--retry-max-ms", "5000"])
-        .expect("terminal");
+    let t = TerminalProcess::start(&["--retry-base-ms", "100", "--retry-max-ms", "5000"]).expect("terminal");
     let payload = json!({"receipt": "R-1", "total": 42});
     let op = enqueue(&t, &office.url(), payload.clone());
     let id = op["id"].as_str().unwrap().to_string();
@@ -345,10 +283,7 @@ fn an_operation_refused_three_times_is_delivered_after_growing_delays() {
     }
     // Equal jitter keeps each delay at or above half its ceiling, so the delays grow
     // (neighbours' windows touch at one point: allow scheduling noise there).
-    assert!(
-        gaps[1] + ms(20) >= gaps[0] && gaps[2] + ms(20) >= gaps[1],
-        "{gaps:?}"
-    );
+    assert!(gaps[1] + ms(20) >= gaps[0] && gaps[2] + ms(20) >= gaps[1], "{gaps:?}");
     assert!(gaps[2] > gaps[0], "{gaps:?}");
 }
 
@@ -356,37 +291,21 @@ fn an_operation_refused_three_times_is_delivered_after_growing_delays() {
 fn an_undeliverable_operation_fails_notifies_and_can_be_retried_then_cancelled() {
     // Head office is down for good: its port refuses every connection.
     let office = HeadOffice::down(|_, _| Reply::status(200));
-    let t = TerminalProcess::start(&[
-        "--max-retries",
-        "3",
-        "--retry-base-ms",
-        "50",
-        "--retry-max-ms",
-        "200",
-    ])
-    .expect("terminal");
+    let t = TerminalProcess::start(&["--max-retries", "3", "--retry-base-ms", "50", "--retry-max-ms", "200"])
+        .expect("terminal");
     let events = EventStream::connect(&office.rt, &t);
 
     let op = enqueue(&t, &office.url(), json!({"receipt": "R-2"}));
     let id = op["id"].as_str().unwrap().to_string();
     assert_eq!(op["max_retries"], 3, "{op}");
     let failed = wait_for_status(&t, &id, "failed", Duration::from_secs(10));
-    assert_eq!(
-        failed["attempts"], 3,
-        "--max-retries is the total of attempts: {failed}"
-    );
+    assert_eq!(failed["attempts"], 3, "--max-retries is the total of attempts: {failed}");
     let last_error = failed["last_error"].as_str().unwrap_or_default();
-    assert!(
-        last_error.contains("gave up after 3 attempts"),
-        "{last_error}"
-    );
+    assert!(last_error.contains("gave up after 3 attempts"), "{last_error}");
     assert_eq!(stats(&t)["failed"], 1);
 
     // The notification…
-    let failures: Vec<Value> = notifications(&t)
-        .into_iter()
-        .filter(|n| n["operation_id"] == id.as_str())
-        .collect();
+    let failures: Vec<Value> = notifications(&t).into_iter().filter(|n| n["operation_id"] == id.as_str()).collect();
     assert_eq!(failures.len(), 1, "{failures:?}");
     let note = &failures[0];
     assert_eq!(note["kind"], "operation_failed");
@@ -406,73 +325,38 @@ fn an_undeliverable_operation_fails_notifies_and_can_be_retried_then_cancelled()
     .expect("event");
 
     // Acknowledging.
-    let acked = t
-        .ok("POST", &format!("/api/notifications/{note_id}/ack"), None)
-        .expect("ack");
+    let acked = t.ok("POST", &format!("/api/notifications/{note_id}/ack"), None).expect("ack");
     assert_eq!(acked["acknowledged"], true, "{acked}");
-    let listed = notifications(&t)
-        .into_iter()
-        .find(|n| n["id"] == note_id.as_str())
-        .expect("notification still listed");
+    let listed =
+        notifications(&t).into_iter().find(|n| n["id"] == note_id.as_str()).expect("notification still listed");
     assert_eq!(listed["acknowledged"], true);
 
     // Retrying puts it back with its attempts reset; it fails again after 3 more.
-    let retried = t
-        .ok("POST", &format!("/api/queue/{id}/retry"), None)
-        .expect("retry");
+    let retried = t.ok("POST", &format!("/api/queue/{id}/retry"), None).expect("retry");
     assert_eq!(retried["status"], "pending", "{retried}");
     assert_eq!(retried["attempts"], 0, "{retried}");
-    wait_until(
-        "a second failure notification",
-        Duration::from_secs(10),
-        || {
-            Ok(notifications(&t)
-                .iter()
-                .filter(|n| n["operation_id"] == id.as_str())
-                .count()
-                == 2)
-        },
-    )
+    wait_until("a second failure notification", Duration::from_secs(10), || {
+        Ok(notifications(&t).iter().filter(|n| n["operation_id"] == id.as_str()).count() == 2)
+    })
     .expect("second failure");
     let failed_again = operation(&t, &id);
     assert_eq!(failed_again["status"], "failed", "{failed_again}");
     assert_eq!(failed_again["attempts"], 3, "{failed_again}");
 
     // Cancelling.
-    let cancelled = t
-        .ok("DELETE", &format!("/api/queue/{id}"), None)
-        .expect("cancel");
+    let cancelled = t.ok("DELETE", &format!("/api/queue/{id}"), None).expect("cancel");
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    let listed = t
-        .ok("GET", "/api/queue?status=cancelled", None)
-        .expect("cancelled list");
+    let listed = t.ok("GET", "/api/queue?status=cancelled", None).expect("cancelled list");
     assert_eq!(listed["operations"][0]["id"], id.as_str(), "{listed}");
     assert_eq!(stats(&t)["failed"], 0);
-    assert_error(
-        &t,
-        "POST",
-        &format!("/api/queue/{id}/retry"),
-        None,
-        409,
-        "invalid_state",
-    );
-    assert_error(
-        &t,
-        "DELETE",
-        &format!("/api/queue/{id}"),
-        None,
-        409,
-        "invalid_state",
-    );
+    assert_error(&t, "POST", &format!("/api/queue/{id}/retry"), None, 409, "invalid_state");
+    assert_error(&t, "DELETE", &format!("/api/queue/{id}"), None, 409, "invalid_state");
 }
 
 #[test]
 fn a_rejection_by_head_office_fails_the_operation_after_one_attempt() {
     let office = HeadOffice::up(|r, _| Reply {
-        status: r.body["answer"]
-            .as_u64()
-            .and_then(|s| u16::try_from(s).ok())
-            .unwrap_or(200),
+        status: r.body["answer"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
         delay: Duration::ZERO,
         body: "total is missing",
     });
@@ -488,9 +372,7 @@ fn a_rejection_by_head_office_fails_the_operation_after_one_attempt() {
         assert!(last_error.contains(&answer.to_string()), "{last_error}");
         assert!(last_error.contains("total is missing"), "{last_error}");
         assert!(
-            notifications(&t)
-                .iter()
-                .any(|n| n["operation_id"] == id.as_str() && n["kind"] == "operation_failed"),
+            notifications(&t).iter().any(|n| n["operation_id"] == id.as_str() && n["kind"] == "operation_failed"),
             "a notification for {id}"
         );
     }
@@ -503,18 +385,8 @@ fn new_sales_are_forwarded_to_head_office_exactly_once() {
     let t = TerminalProcess::start(&["--upstream", &office.url()]).expect("terminal");
     let device = t.device_id().expect("device id");
 
-    t.ok(
-        "PUT",
-        "/api/entities/sale/s-1",
-        Some(&json!({"fields": {"total": 12.5, "items": 2}})),
-    )
-    .expect("new sale");
-    t.ok(
-        "PUT",
-        "/api/entities/sale/s-1",
-        Some(&json!({"fields": {"paid": true}})),
-    )
-    .expect("sale update");
+    t.ok("PUT", "/api/entities/sale/s-1", Some(&json!({"fields": {"total": 12.5, "items": 2}}))).expect("new sale");
+    t.ok("PUT", "/api/entities/sale/s-1", Some(&json!({"fields": {"paid": true}}))).expect("sale update");
     t.ok(
         "POST",
         "/api/entities/batch",
@@ -527,40 +399,25 @@ fn new_sales_are_forwarded_to_head_office_exactly_once() {
         ]})),
     )
     .expect("batch");
-    t.ok("DELETE", "/api/entities/sale/s-3", None)
-        .expect("delete");
+    t.ok("DELETE", "/api/entities/sale/s-3", None).expect("delete");
 
-    wait_until("3 deliveries", Duration::from_secs(10), || {
-        Ok(stats(&t)["completed"] == 3)
-    })
-    .expect("deliveries");
+    wait_until("3 deliveries", Duration::from_secs(10), || Ok(stats(&t)["completed"] == 3)).expect("deliveries");
     let ops = operations(&t);
     assert_eq!(ops.len(), 3, "one operation per new sale: {ops:?}");
 
     let got = office.received();
     assert_eq!(got.len(), 3, "{got:?}");
-    let by_id: HashMap<String, &Received> = got
-        .iter()
-        .map(|r| (r.body["id"].as_str().unwrap_or_default().to_string(), r))
-        .collect();
-    assert_eq!(
-        by_id.keys().cloned().collect::<BTreeSet<_>>(),
-        ["s-1", "s-2", "s-3"].map(String::from).into(),
-    );
+    let by_id: HashMap<String, &Received> =
+        got.iter().map(|r| (r.body["id"].as_str().unwrap_or_default().to_string(), r)).collect();
+    assert_eq!(by_id.keys().cloned().collect::<BTreeSet<_>>(), ["s-1", "s-2", "s-3"].map(String::from).into(),);
     for r in &got {
         eprintln!("head office received: {}", r.body);
         assert_eq!(r.body["type"], "sale");
         assert_eq!(r.body["terminal"], device.as_str());
         let key = r.key.as_deref().expect("Idempotency-Key");
-        assert!(
-            ops.iter().any(|o| o["id"] == key),
-            "{key} is an operation id"
-        );
+        assert!(ops.iter().any(|o| o["id"] == key), "{key} is an operation id");
     }
-    assert_eq!(
-        by_id["s-1"].body["fields"],
-        json!({"total": 12.5, "items": 2})
-    );
+    assert_eq!(by_id["s-1"].body["fields"], json!({"total": 12.5, "items": 2}));
     assert_eq!(by_id["s-2"].body["fields"]["total"], 3);
     assert_eq!(by_id["s-3"].body["fields"], json!({"total": 4}));
 }
@@ -572,18 +429,12 @@ fn assert_each_sale_under_one_key(t: &TerminalProcess, got: &[Received], sales: 
         let key = r.key.as_deref().expect("Idempotency-Key");
         let sale = r.body["id"].as_str().expect("sale id");
         let previous = sale_of_key.insert(key, sale);
-        assert!(
-            previous.is_none_or(|p| p == sale),
-            "key {key} was used for {previous:?} and {sale}"
-        );
+        assert!(previous.is_none_or(|p| p == sale), "key {key} was used for {previous:?} and {sale}");
     }
     let delivered: BTreeSet<String> = sale_of_key.values().map(|s| s.to_string()).collect();
     assert_eq!(&delivered, sales, "every sale delivered");
     assert_eq!(sale_of_key.len(), sales.len(), "one key per sale");
-    let op_ids: BTreeSet<String> = operations(t)
-        .iter()
-        .map(|o| o["id"].as_str().unwrap().to_string())
-        .collect();
+    let op_ids: BTreeSet<String> = operations(t).iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
     let keys: BTreeSet<String> = sale_of_key.keys().map(|k| k.to_string()).collect();
     assert_eq!(keys, op_ids, "the keys are the operations' ids");
 }
@@ -592,44 +443,22 @@ fn assert_each_sale_under_one_key(t: &TerminalProcess, got: &[Received], sales: 
 fn sales_created_while_head_office_is_down_are_delivered_once_after_a_crash() {
     let mut office = HeadOffice::down(|_, _| Reply::status(200));
     let url = office.url();
-    let args = [
-        "--upstream",
-        url.as_str(),
-        "--max-retries",
-        "1000",
-        "--retry-base-ms",
-        "100",
-        "--retry-max-ms",
-        "400",
-    ];
+    let args = ["--upstream", url.as_str(), "--max-retries", "1000", "--retry-base-ms", "100", "--retry-max-ms", "400"];
     let mut t = TerminalProcess::start(&args).expect("terminal");
     create_sales(&t, 50);
     let s = stats(&t);
     assert_eq!(s["completed"], 0, "{s}");
-    assert_eq!(
-        s["pending"].as_u64().unwrap() + s["processing"].as_u64().unwrap(),
-        50,
-        "{s}"
-    );
-    wait_until(
-        "every sale tried at least once",
-        Duration::from_secs(10),
-        || {
-            Ok(operations(&t)
-                .iter()
-                .all(|o| o["attempts"].as_u64() >= Some(1)))
-        },
-    )
+    assert_eq!(s["pending"].as_u64().unwrap() + s["processing"].as_u64().unwrap(), 50, "{s}");
+    wait_until("every sale tried at least once", Duration::from_secs(10), || {
+        Ok(operations(&t).iter().all(|o| o["attempts"].as_u64() >= Some(1)))
+    })
     .expect("attempts");
 
     t.kill9();
     office.open();
     let t2 = TerminalProcess::start_in(&t.data_dir, &args).expect("restarted terminal");
     let started = Instant::now();
-    wait_until("50 deliveries", Duration::from_secs(30), || {
-        Ok(stats(&t2)["completed"] == 50)
-    })
-    .expect("deliveries");
+    wait_until("50 deliveries", Duration::from_secs(30), || Ok(stats(&t2)["completed"] == 50)).expect("deliveries");
     eprintln!("all 50 delivered {:?} after the restart", started.elapsed());
 
     let got = office.received();
@@ -637,11 +466,7 @@ fn sales_created_while_head_office_is_down_are_delivered_once_after_a_crash() {
     assert_each_sale_under_one_key(&t2, &got, &sale_ids(50));
     let s = stats(&t2);
     assert_eq!(
-        (
-            s["pending"].clone(),
-            s["processing"].clone(),
-            s["failed"].clone()
-        ),
+        (s["pending"].clone(), s["processing"].clone(), s["failed"].clone()),
         (json!(0), json!(0), json!(0)),
         "{s}"
     );
@@ -649,34 +474,18 @@ fn sales_created_while_head_office_is_down_are_delivered_once_after_a_crash() {
 
 #[test]
 fn sales_in_flight_when_the_terminal_crashes_reach_head_office_under_one_key_each() {
-    let office = HeadOffice::up(|_, _| Reply {
-        status: 200,
-        delay: Duration::from_millis(200),
-        body: "",
-    });
+    let office = HeadOffice::up(|_, _| Reply { status: 200, delay: Duration::from_millis(200), body: "" });
     let url = office.url();
-    let args = [
-        "--upstream",
-        url.as_str(),
-        "--retry-base-ms",
-        "100",
-        "--retry-max-ms",
-        "400",
-    ];
+    let args = ["--upstream", url.as_str(), "--retry-base-ms", "100", "--retry-max-ms", "400"];
     let mut t = TerminalProcess::start(&args).expect("terminal");
     create_sales(&t, 50);
-    wait_until("some deliveries under way", Duration::from_secs(10), || {
-        Ok(office.received().len() >= 6)
-    })
-    .expect("deliveries started");
+    wait_until("some deliveries under way", Duration::from_secs(10), || Ok(office.received().len() >= 6))
+        .expect("deliveries started");
     t.kill9();
     let before = office.received().len();
 
     let t2 = TerminalProcess::start_in(&t.data_dir, &args).expect("restarted terminal");
-    wait_until("50 deliveries", Duration::from_secs(30), || {
-        Ok(stats(&t2)["completed"] == 50)
-    })
-    .expect("deliveries");
+    wait_until("50 deliveries", Duration::from_secs(30), || Ok(stats(&t2)["completed"] == 50)).expect("deliveries");
 
     let got = office.received();
     assert_each_sale_under_one_key(&t2, &got, &sale_ids(50));
@@ -694,26 +503,11 @@ fn sales_in_flight_when_the_terminal_crashes_reach_head_office_under_one_key_eac
 fn the_queue_api_answers_bad_requests_with_json_errors() {
     let office = HeadOffice::down(|_, _| Reply::status(200));
     // Retries a minute apart: an operation stays pending once its first attempt failed.
-    let t = TerminalProcess::start(&["--retry-base-ms", "60000", "--retry-max-ms", "60000"])
-        .expect("terminal");
+    let t = TerminalProcess::start(&["--retry-base-ms", "60000", "--retry-max-ms", "60000"]).expect("terminal");
 
-    assert_error(
-        &t,
-        "GET",
-        "/api/queue?status=stuck",
-        None,
-        400,
-        "invalid_query",
-    );
+    assert_error(&t, "GET", "/api/queue?status=stuck", None, 400, "invalid_query");
     assert_error(&t, "GET", "/api/queue?limit=0", None, 400, "invalid_query");
-    assert_error(
-        &t,
-        "GET",
-        "/api/queue?limit=many",
-        None,
-        400,
-        "invalid_query",
-    );
+    assert_error(&t, "GET", "/api/queue?limit=many", None, 400, "invalid_query");
     let bad_bodies = [
         json!({"kind": "ftp_put", "target": office.url(), "payload": {}}),
         json!({"kind": "http_post", "target": "not a url", "payload": {}}),
@@ -724,83 +518,28 @@ fn the_queue_api_answers_bad_requests_with_json_errors() {
     for body in &bad_bodies {
         assert_error(&t, "POST", "/api/queue", Some(body), 400, "invalid_body");
     }
-    assert_error(
-        &t,
-        "POST",
-        "/api/queue/no-such-op/retry",
-        None,
-        404,
-        "not_found",
-    );
-    assert_error(
-        &t,
-        "DELETE",
-        "/api/queue/no-such-op",
-        None,
-        404,
-        "not_found",
-    );
-    assert_error(
-        &t,
-        "POST",
-        "/api/notifications/no-such-note/ack",
-        None,
-        404,
-        "not_found",
-    );
-    assert!(
-        operations(&t).is_empty(),
-        "nothing was queued by bad requests"
-    );
+    assert_error(&t, "POST", "/api/queue/no-such-op/retry", None, 404, "not_found");
+    assert_error(&t, "DELETE", "/api/queue/no-such-op", None, 404, "not_found");
+    assert_error(&t, "POST", "/api/notifications/no-such-note/ack", None, 404, "not_found");
+    assert!(operations(&t).is_empty(), "nothing was queued by bad requests");
 
     // A pending operation can be cancelled, not retried; a cancelled one neither.
     let op = enqueue(&t, &office.url(), json!({"receipt": "R-3"}));
     let id = op["id"].as_str().unwrap().to_string();
-    wait_until("the first attempt", Duration::from_secs(10), || {
-        Ok(operation(&t, &id)["attempts"] == 1)
-    })
-    .expect("first attempt");
+    wait_until("the first attempt", Duration::from_secs(10), || Ok(operation(&t, &id)["attempts"] == 1))
+        .expect("first attempt");
     let pending = operation(&t, &id);
     assert_eq!(pending["status"], "pending", "{pending}");
-    assert!(
-        pending["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("could not reach"),
-        "{pending}"
-    );
-    assert_error(
-        &t,
-        "POST",
-        &format!("/api/queue/{id}/retry"),
-        None,
-        409,
-        "invalid_state",
-    );
-    let cancelled = t
-        .ok("DELETE", &format!("/api/queue/{id}"), None)
-        .expect("cancel");
+    assert!(pending["last_error"].as_str().unwrap_or_default().contains("could not reach"), "{pending}");
+    assert_error(&t, "POST", &format!("/api/queue/{id}/retry"), None, 409, "invalid_state");
+    let cancelled = t.ok("DELETE", &format!("/api/queue/{id}"), None).expect("cancel");
     assert_eq!(cancelled["status"], "cancelled");
-    assert_error(
-        &t,
-        "DELETE",
-        &format!("/api/queue/{id}"),
-        None,
-        409,
-        "invalid_state",
-    );
+    assert_error(&t, "DELETE", &format!("/api/queue/{id}"), None, 409, "invalid_state");
     let s = stats(&t);
-    assert_eq!(
-        (s["pending"].clone(), s["failed"].clone()),
-        (json!(0), json!(0)),
-        "{s}"
-    );
+    assert_eq!((s["pending"].clone(), s["failed"].clone()), (json!(0), json!(0)), "{s}");
 
     // The event stream needs the admin token like the rest of the API.
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap();
+    let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
     let resp = client.get(format!("{}/api/events", t.url)).send().unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 }

@@ -17,11 +17,7 @@ fn pair_both(a: &TerminalProcess, b: &TerminalProcess) -> Result<()> {
 }
 
 fn put(t: &TerminalProcess, path: &str, fields: Value) -> Result<Value> {
-    t.ok(
-        "PUT",
-        &format!("/api/entities/{path}"),
-        Some(&json!({ "fields": fields })),
-    )
+    t.ok("PUT", &format!("/api/entities/{path}"), Some(&json!({ "fields": fields })))
 }
 
 fn get(t: &TerminalProcess, path: &str) -> Result<Value> {
@@ -69,23 +65,13 @@ fn a_same_field_conflict_is_listed_everywhere_and_resolved_once() -> Result<()> 
     let ca = a.ok("GET", "/api/sync/conflicts", None)?;
     let cb = b.ok("GET", "/api/sync/conflicts", None)?;
     assert_eq!(ca["conflicts"].as_array().unwrap().len(), 1, "{ca}");
-    assert_eq!(
-        ca["conflicts"][0]["id"], cb["conflicts"][0]["id"],
-        "same conflict id on both terminals"
-    );
-    let mut values: Vec<i64> = ca["conflicts"][0]["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["value"].as_i64().unwrap())
-        .collect();
+    assert_eq!(ca["conflicts"][0]["id"], cb["conflicts"][0]["id"], "same conflict id on both terminals");
+    let mut values: Vec<i64> =
+        ca["conflicts"][0]["values"].as_array().unwrap().iter().map(|v| v["value"].as_i64().unwrap()).collect();
     values.sort_unstable();
     assert_eq!(values, vec![110, 120]);
     // Both show the same provisional value meanwhile.
-    assert_eq!(
-        get(&a, "product/p1")?["fields"]["price"],
-        get(&b, "product/p1")?["fields"]["price"]
-    );
+    assert_eq!(get(&a, "product/p1")?["fields"]["price"], get(&b, "product/p1")?["fields"]["price"]);
     assert_eq!(a.digest()?["open_conflicts"], 1);
 
     // Resolving on B with a custom value closes it on both.
@@ -97,19 +83,13 @@ fn a_same_field_conflict_is_listed_everywhere_and_resolved_once() -> Result<()> 
     )?;
     sync_both(&a, &b)?;
     for t in [&a, &b] {
-        assert_eq!(
-            t.ok("GET", "/api/sync/conflicts", None)?["conflicts"],
-            json!([])
-        );
+        assert_eq!(t.ok("GET", "/api/sync/conflicts", None)?["conflicts"], json!([]));
         assert_eq!(get(t, "product/p1")?["fields"]["price"], 115);
     }
     assert_eq!(a.digest()?, b.digest()?);
     // Resolving again is a clear 404, not a 5xx.
-    let (status, body) = a.call(
-        "POST",
-        "/api/sync/conflicts/resolve",
-        Some(&json!({"conflict_id": id, "resolution": "local"})),
-    )?;
+    let (status, body) =
+        a.call("POST", "/api/sync/conflicts/resolve", Some(&json!({"conflict_id": id, "resolution": "local"})))?;
     assert_eq!(status, 404, "{body}");
     Ok(())
 }
@@ -125,15 +105,8 @@ fn resolving_with_remote_keeps_the_other_terminals_value() -> Result<()> {
     let c = a.ok("GET", "/api/sync/conflicts", None)?;
     let id = c["conflicts"][0]["id"].as_str().unwrap().to_string();
     let shown = get(&a, "setting/s1")?["fields"]["tax"].clone();
-    let r = a.ok(
-        "POST",
-        "/api/sync/conflicts/resolve",
-        Some(&json!({"conflict_id": id, "resolution": "remote"})),
-    )?;
-    assert_ne!(
-        r["value"], shown,
-        "remote picks the value not shown locally"
-    );
+    let r = a.ok("POST", "/api/sync/conflicts/resolve", Some(&json!({"conflict_id": id, "resolution": "remote"})))?;
+    assert_ne!(r["value"], shown, "remote picks the value not shown locally");
     sync_both(&a, &b)?;
     assert_eq!(get(&b, "setting/s1")?["fields"]["tax"], r["value"]);
     Ok(())
@@ -144,24 +117,12 @@ fn offline_sales_on_two_terminals_both_count_against_stock() -> Result<()> {
     let a = TerminalProcess::start(&[])?;
     let b = TerminalProcess::start(&[])?;
     pair_both(&a, &b)?;
-    a.ok(
-        "POST",
-        "/api/entities/product/p1/counters/stock",
-        Some(&json!({"delta": 10})),
-    )?;
+    a.ok("POST", "/api/entities/product/p1/counters/stock", Some(&json!({"delta": 10})))?;
     sync_both(&a, &b)?;
     for _ in 0..3 {
-        a.ok(
-            "POST",
-            "/api/entities/product/p1/counters/stock",
-            Some(&json!({"delta": -1})),
-        )?;
+        a.ok("POST", "/api/entities/product/p1/counters/stock", Some(&json!({"delta": -1})))?;
     }
-    b.ok(
-        "POST",
-        "/api/entities/product/p1/counters/stock",
-        Some(&json!({"delta": -2})),
-    )?;
+    b.ok("POST", "/api/entities/product/p1/counters/stock", Some(&json!({"delta": -2})))?;
     sync_both(&a, &b)?;
     assert_eq!(get(&a, "product/p1")?["fields"]["stock"], 5);
     assert_eq!(get(&b, "product/p1")?["fields"]["stock"], 5);
@@ -193,30 +154,35 @@ fn a_change_made_on_a_reaches_c_through_b() -> Result<()> {
 #[test]
 fn a_sync_killed_half_way_resumes_without_loss_or_repeats() -> Result<()> {
     let a = TerminalProcess::start(&[])?;
-    let n = 3000;
-    let ops: Vec<Value> = (0..n)
-        .map(|i| json!({"op": "put", "type": "product", "id": format!("p{i:05}"), "fields": {"name": format!("item {i}"), "price": i}}))
-        .collect();
-    a.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))?;
-    let mut b = TerminalProcess::start(&["--sync-interval", "1", "--sync-batch-size", "10"])?;
+    let n = 20_000;
+    for chunk in 0..2 {
+        let ops: Vec<Value> = (chunk * 10_000..(chunk + 1) * 10_000)
+            .map(|i| {
+                json!({"op": "put", "type": "product", "id": format!("p{i:05}"), "fields": {
+                    "name": format!("item {i}"), "price": i, "tax": 20, "sku": format!("SKU-{i:08}"),
+                    "category": "grocery", "unit": "piece", "active": true, "barcode": format!("{:013}", i * 7919)
+                }})
+            })
+            .collect();
+        a.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))?;
+    }
+    let mut b = TerminalProcess::start(&["--sync-interval", "1", "--sync-batch-size", "100"])?;
+    let started = std::time::Instant::now();
     b.pair(&a)?;
     // Let the background sync get part-way, then cut the power.
-    wait_until(
-        "part of the data to arrive",
-        Duration::from_secs(30),
-        || Ok(b.digest()?["entities"].as_u64().unwrap_or(0) > 200),
-    )?;
+    wait_until("part of the data to arrive", Duration::from_secs(60), || {
+        Ok(b.digest()?["entities"].as_u64().unwrap_or(0) > 1000)
+    })?;
     b.kill9();
     let dir = b.data_dir.clone();
     let args: Vec<String> = b.args.clone();
     let b2 = TerminalProcess::start_in(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
     let partial = b2.digest()?["entities"].as_u64().unwrap();
-    assert!(
-        partial < n,
-        "the kill must interrupt the sync (had {partial})"
-    );
+    assert!(partial < n, "the kill must interrupt the sync (had {partial})");
     b2.sync_now()?;
     assert_eq!(b2.digest()?, a.digest()?);
+    let secs = started.elapsed().as_secs_f64();
+    println!("{n} changes synced across a SIGKILL in {secs:.1} s ({:.0} changes/s, debug build)", n as f64 / secs);
     // Every change arrived exactly once: B's log holds exactly n changes from A.
     let p = b2.ok("GET", "/api/sync/progress", None)?;
     assert_eq!(p["peers"][0]["pending_changes"], 0, "{p}");
@@ -227,9 +193,7 @@ fn a_sync_killed_half_way_resumes_without_loss_or_repeats() -> Result<()> {
 
 #[test]
 fn terminals_converge_in_any_pull_order() -> Result<()> {
-    let t: Vec<TerminalProcess> = (0..3)
-        .map(|_| TerminalProcess::start(&[]))
-        .collect::<Result<_>>()?;
+    let t: Vec<TerminalProcess> = (0..3).map(|_| TerminalProcess::start(&[])).collect::<Result<_>>()?;
     for i in 0..3 {
         for j in 0..3 {
             if i != j {
@@ -239,19 +203,11 @@ fn terminals_converge_in_any_pull_order() -> Result<()> {
     }
     for (i, term) in t.iter().enumerate() {
         for k in 0..20 {
-            put(
-                term,
-                &format!("product/p{k}"),
-                json!({ format!("f{i}"): k, "shared": i }),
-            )?;
+            put(term, &format!("product/p{k}"), json!({ format!("f{i}"): k, "shared": i }))?;
         }
-        term.ok(
-            "POST",
-            "/api/entities/product/p0/counters/stock",
-            Some(&json!({"delta": i as i64 + 1})),
-        )
-        .map(|_| ())
-        .or_else(|_| Ok::<(), anyhow::Error>(()))?;
+        term.ok("POST", "/api/entities/product/p0/counters/stock", Some(&json!({"delta": i as i64 + 1})))
+            .map(|_| ())
+            .or_else(|_| Ok::<(), anyhow::Error>(()))?;
     }
     for round in [[2, 0, 1], [1, 2, 0]] {
         for i in round {
@@ -261,9 +217,6 @@ fn terminals_converge_in_any_pull_order() -> Result<()> {
     let d0 = t[0].digest()?;
     assert_eq!(d0, t[1].digest()?);
     assert_eq!(d0, t[2].digest()?);
-    assert_eq!(
-        d0["open_conflicts"], 20,
-        "each product's `shared` field was written concurrently"
-    );
+    assert_eq!(d0["open_conflicts"], 20, "each product's `shared` field was written concurrently");
     Ok(())
 }

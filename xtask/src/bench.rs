@@ -79,11 +79,7 @@ impl Opts {
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let mut value = |name: &str| {
-                it.next()
-                    .cloned()
-                    .with_context(|| format!("{name} needs a value"))
-            };
+            let mut value = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
             match a.as_str() {
                 "--no-build" => o.no_build = true,
                 "--quick" => {
@@ -107,10 +103,8 @@ impl Opts {
                 "--memory-n" => o.memory_n = value("--memory-n")?.parse()?,
                 "--catchup-n" => o.catchup_n = value("--catchup-n")?.parse()?,
                 "--sizes" => {
-                    o.convergence_sizes = value("--sizes")?
-                        .split(',')
-                        .map(|s| s.trim().parse())
-                        .collect::<Result<_, _>>()?;
+                    o.convergence_sizes =
+                        value("--sizes")?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
                 }
                 other => bail!(
                     "unknown option {other:?}\nusage: cargo xtask bench [--only {}] [--quick] [--budget SECS] \
@@ -162,22 +156,14 @@ impl Figure {
     /// A rate against a baseline rate (ratio = baseline / value).
     pub(crate) fn vs_rate(mut self, value: f64, unit: &str, what: &str) -> Self {
         self.ratio = (self.value > 0.0).then(|| value / self.value);
-        self.baseline = Some(Baseline {
-            value,
-            unit: unit.into(),
-            what: what.into(),
-        });
+        self.baseline = Some(Baseline { value, unit: unit.into(), what: what.into() });
         self
     }
 
     /// A time against a baseline time (ratio = value / baseline).
     pub(crate) fn vs_time(mut self, value: f64, unit: &str, what: &str) -> Self {
         self.ratio = (value > 0.0).then(|| self.value / value);
-        self.baseline = Some(Baseline {
-            value,
-            unit: unit.into(),
-            what: what.into(),
-        });
+        self.baseline = Some(Baseline { value, unit: unit.into(), what: what.into() });
         self
     }
 
@@ -199,12 +185,7 @@ impl Figure {
         let mut s = format!("{}: {} {}", self.name, num(self.value), self.unit);
         match &self.baseline {
             Some(b) => {
-                s.push_str(&format!(
-                    " (baseline {} {} {}",
-                    num(b.value),
-                    b.unit,
-                    b.what
-                ));
+                s.push_str(&format!(" (baseline {} {} {}", num(b.value), b.unit, b.what));
                 if let Some(r) = self.ratio {
                     s.push_str(&format!(", ratio {r:.2}"));
                 }
@@ -404,10 +385,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let harness = release.join("tillmesh-bench-harness");
     for bin in [&server, &harness] {
         if !bin.exists() {
-            bail!(
-                "{} is missing: run `cargo xtask bench` without --no-build",
-                bin.display()
-            );
+            bail!("{} is missing: run `cargo xtask bench` without --no-build", bin.display());
         }
     }
     let mut ctx = Ctx {
@@ -468,17 +446,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     println!("(JSON: {})", ctx.json_path.display());
     if total > ctx.opts.budget.as_secs_f64() {
-        eprintln!(
-            "bench: over budget: {total:.0} s > {} s",
-            ctx.opts.budget.as_secs()
-        );
+        eprintln!("bench: over budget: {total:.0} s > {} s", ctx.opts.budget.as_secs());
     }
     if !failures.is_empty() {
-        bail!(
-            "{} section(s) failed: {}",
-            failures.len(),
-            failures.join("; ")
-        );
+        bail!("{} section(s) failed: {}", failures.len(), failures.join("; "));
     }
     Ok(())
 }

@@ -28,18 +28,13 @@ fn main() -> Result<()> {
 }
 
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Runs a command, echoing it, and fails if it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("\n$ {}", render(cmd));
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start {}", render(cmd)))?;
+    let status = cmd.status().with_context(|| format!("could not start {}", render(cmd)))?;
     if !status.success() {
         bail!("command failed ({status}): {}", render(cmd));
     }
@@ -60,36 +55,18 @@ fn cargo() -> Command {
 }
 
 fn has_nextest() -> bool {
-    cargo()
-        .args(["nextest", "--version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    cargo().args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 fn ci(root: &Path) -> Result<()> {
     let started = std::time::Instant::now();
     run(cargo().args(["fmt", "--all", "--check"]))?;
     tidy::run(root)?;
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the real binary; build it first so they find it.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     if has_nextest() {
-        run(cargo().args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--no-fail-fast",
-            "--success-output",
-            "never",
-        ]))?;
+        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast", "--success-output", "never"]))?;
         // nextest does not run doctests.
         run(cargo().args(["test", "--workspace", "--doc"]))?;
     } else {

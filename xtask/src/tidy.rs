@@ -9,16 +9,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// Crates the pure domain must never depend on, even transitively.
-const FORBIDDEN_IN_DOMAIN: &[&str] = &[
-    "tokio",
-    "diesel",
-    "libsqlite3-sys",
-    "axum",
-    "hyper",
-    "reqwest",
-    "mdns-sd",
-    "local-ip-address",
-];
+const FORBIDDEN_IN_DOMAIN: &[&str] =
+    &["tokio", "diesel", "libsqlite3-sys", "axum", "hyper", "reqwest", "mdns-sd", "local-ip-address"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layer {
@@ -65,10 +57,7 @@ fn check_layers(problems: &mut Vec<String>) -> Result<()> {
         .output()
         .context("cargo metadata")?;
     if !out.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let meta: Value = serde_json::from_slice(&out.stdout)?;
     let members: BTreeSet<String> = meta["workspace_members"]
@@ -81,16 +70,10 @@ fn check_layers(problems: &mut Vec<String>) -> Result<()> {
     let mut id_to_name = BTreeMap::new();
     let mut layers = BTreeMap::new();
     for p in packages {
-        let (id, name) = (
-            p["id"].as_str().unwrap_or_default(),
-            p["name"].as_str().unwrap_or_default(),
-        );
+        let (id, name) = (p["id"].as_str().unwrap_or_default(), p["name"].as_str().unwrap_or_default());
         id_to_name.insert(id.to_string(), name.to_string());
         if members.contains(id) {
-            layers.insert(
-                name.to_string(),
-                layer_of(name, p["manifest_path"].as_str().unwrap_or_default()),
-            );
+            layers.insert(name.to_string(), layer_of(name, p["manifest_path"].as_str().unwrap_or_default()));
         }
     }
     // Direct workspace edges, normal and build dependencies only (tests may use fakes).
@@ -113,20 +96,16 @@ fn check_layers(problems: &mut Vec<String>) -> Result<()> {
                 Layer::Tooling => true,
             };
             if !ok {
-                problems.push(format!("Architecture Invariant broken: {name} ({from:?}) must not depend on {dep} ({to:?})"));
+                problems.push(format!(
+                    "Architecture Invariant broken: {name} ({from:?}) must not depend on {dep} ({to:?})"
+                ));
             }
         }
     }
     // Transitive normal dependencies of the domain.
     let resolve = meta["resolve"]["nodes"].as_array().context("resolve")?;
-    let nodes: BTreeMap<&str, &Value> = resolve
-        .iter()
-        .filter_map(|n| Some((n["id"].as_str()?, n)))
-        .collect();
-    let domain_id = id_to_name
-        .iter()
-        .find(|(_, n)| *n == "tillmesh-domain")
-        .map(|(i, _)| i.clone());
+    let nodes: BTreeMap<&str, &Value> = resolve.iter().filter_map(|n| Some((n["id"].as_str()?, n))).collect();
+    let domain_id = id_to_name.iter().find(|(_, n)| *n == "tillmesh-domain").map(|(i, _)| i.clone());
     if let Some(domain_id) = domain_id {
         let mut stack = vec![domain_id];
         let mut seen = BTreeSet::new();
@@ -138,11 +117,7 @@ fn check_layers(problems: &mut Vec<String>) -> Result<()> {
                 continue;
             };
             for dep in node["deps"].as_array().into_iter().flatten() {
-                let normal = dep["dep_kinds"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|k| k["kind"].is_null());
+                let normal = dep["dep_kinds"].as_array().into_iter().flatten().any(|k| k["kind"].is_null());
                 if normal {
                     if let Some(pkg) = dep["pkg"].as_str() {
                         stack.push(pkg.to_string());
@@ -153,7 +128,8 @@ fn check_layers(problems: &mut Vec<String>) -> Result<()> {
         for id in &seen {
             let name = id_to_name.get(id).map(String::as_str).unwrap_or_default();
             if FORBIDDEN_IN_DOMAIN.contains(&name) {
-                problems.push(format!("Architecture Invariant broken: tillmesh-domain depends (transitively) on {name}"));
+                problems
+                    .push(format!("Architecture Invariant broken: tillmesh-domain depends (transitively) on {name}"));
             }
         }
     } else {
@@ -167,15 +143,9 @@ fn check_headers(root: &Path, problems: &mut Vec<String>) -> Result<()> {
         walk(&root.join(dir), &mut |path| {
             if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
-                let first = text
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or_default();
+                let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
                 if !first.starts_with("//!") {
-                    problems.push(format!(
-                        "{} does not start with a `//!` header saying what it owns",
-                        path.display()
-                    ));
+                    problems.push(format!("{} does not start with a `//!` header saying what it owns", path.display()));
                 }
             }
         });

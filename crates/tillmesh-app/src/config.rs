@@ -51,11 +51,7 @@ pub struct Config {
     #[arg(long, env = "TILLMESH_OFFLINE_AFTER", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=864_000))]
     pub offline_after: u64,
     /// Restrict mDNS to these interfaces (repeatable).
-    #[arg(
-        long = "mdns-interface",
-        env = "TILLMESH_MDNS_INTERFACES",
-        value_delimiter = ','
-    )]
+    #[arg(long = "mdns-interface", env = "TILLMESH_MDNS_INTERFACES", value_delimiter = ',')]
     pub mdns_interfaces: Vec<String>,
     /// Offline-queue attempts before an operation is `failed`.
     #[arg(long, env = "TILLMESH_MAX_RETRIES", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -88,27 +84,15 @@ fn parse_http_url(s: &str) -> Result<String, String> {
 /// A message naming the bad address.
 pub fn peer_base_url(address: &str) -> Result<String, String> {
     let a = address.trim();
-    let with_scheme = if a.starts_with("http://") || a.starts_with("https://") {
-        a.to_string()
-    } else {
-        format!("http://{a}")
-    };
-    let u = reqwest::Url::parse(&with_scheme)
-        .map_err(|e| format!("{address:?} is not HOST:PORT: {e}"))?;
-    let host = u
-        .host_str()
-        .ok_or_else(|| format!("{address:?} has no host"))?;
+    let with_scheme =
+        if a.starts_with("http://") || a.starts_with("https://") { a.to_string() } else { format!("http://{a}") };
+    let u = reqwest::Url::parse(&with_scheme).map_err(|e| format!("{address:?} is not HOST:PORT: {e}"))?;
+    let host = u.host_str().ok_or_else(|| format!("{address:?} has no host"))?;
     if u.path() != "/" || u.query().is_some() {
         return Err(format!("{address:?} must be HOST:PORT without a path"));
     }
-    let port = u
-        .port_or_known_default()
-        .ok_or_else(|| format!("{address:?} has no port"))?;
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
+    let port = u.port_or_known_default().ok_or_else(|| format!("{address:?} has no port"))?;
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
     Ok(format!("{}://{host}:{port}", u.scheme()))
 }
 
@@ -127,11 +111,7 @@ impl Config {
         self.name
             .clone()
             .filter(|n| !n.trim().is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_string())
-            })
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "terminal".into())
     }
@@ -181,14 +161,8 @@ mod tests {
 
     #[test]
     fn peer_addresses_become_base_urls() {
-        assert_eq!(
-            peer_base_url("10.0.0.2:7700").as_deref(),
-            Ok("http://10.0.0.2:7700")
-        );
-        assert_eq!(
-            peer_base_url("http://till-2.local:80/").as_deref(),
-            Ok("http://till-2.local:80")
-        );
+        assert_eq!(peer_base_url("10.0.0.2:7700").as_deref(), Ok("http://10.0.0.2:7700"));
+        assert_eq!(peer_base_url("http://till-2.local:80/").as_deref(), Ok("http://till-2.local:80"));
         assert!(peer_base_url("10.0.0.2:7700/x").is_err());
         assert!(peer_base_url("not a host:").is_err());
     }

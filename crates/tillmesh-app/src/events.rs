@@ -58,9 +58,7 @@ impl Default for EventBus {
 impl EventBus {
     /// A bus keeping the last 1024 events for slow receivers.
     pub fn new() -> Self {
-        Self {
-            tx: broadcast::channel(1024).0,
-        }
+        Self { tx: broadcast::channel(1024).0 }
     }
 
     /// Publishes an event (dropped when nobody listens).

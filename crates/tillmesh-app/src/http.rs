@@ -74,14 +74,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/entities/{entity_type}", get(entities::list))
         .route(
             "/entities/{entity_type}/{entity_id}",
-            put(entities::put_entity)
-                .get(entities::get_entity)
-                .delete(entities::delete_entity),
+            put(entities::put_entity).get(entities::get_entity).delete(entities::delete_entity),
         )
-        .route(
-            "/entities/{entity_type}/{entity_id}/counters/{field}",
-            post(entities::adjust_counter),
-        )
+        .route("/entities/{entity_type}/{entity_id}/counters/{field}", post(entities::adjust_counter))
         .route("/network/devices", get(network::devices))
         .route("/network/pair", post(network::pair))
         .route("/network/pairing-code", get(pairing::pairing_code))
@@ -98,19 +93,13 @@ pub fn router(state: SharedState) -> Router {
         .route("/notifications/{id}/ack", post(queue::ack))
         .route("/events", get(queue::events))
         .route("/openapi.json", get(openapi::document))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin))
         // Health stays open: load balancers and pairing checks need it.
         .route("/health", get(entities::health));
     // Every peer route but hello and the handshake needs a signed session.
     let peer = Router::new()
         .route("/pull", post(peer::pull))
-        .route_layer(middleware::from_fn_with_state(
-            state.peer_auth.clone(),
-            crate::peer_auth::require_session,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.peer_auth.clone(), crate::peer_auth::require_session))
         .merge(crate::peer_auth::routes(state.peer_auth.clone()))
         .route("/hello", get(peer::hello))
         .layer(DefaultBodyLimit::max(crate::peer_auth::PEER_MAX_BODY));
@@ -121,5 +110,6 @@ pub fn router(state: SharedState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(error::reject_declared_oversize))
         .with_state(state)
 }

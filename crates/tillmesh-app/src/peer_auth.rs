@@ -24,8 +24,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use tillmesh_domain::ports::StoreError;
 use tillmesh_domain::wire::{
-    JoinChallengeV1, JoinFinishV1, JoinGrantV1, JoinStartV1, SessionAcceptedV1, SessionChallengeV1,
-    SessionConfirmV1, SessionOpenV1,
+    JoinChallengeV1, JoinFinishV1, JoinGrantV1, JoinStartV1, SessionAcceptedV1, SessionChallengeV1, SessionConfirmV1,
+    SessionOpenV1,
 };
 use tillmesh_domain::DeviceId;
 use tillmesh_transport_http::auth::{response_signature, sha256_hex, HEADER_SIG};
@@ -169,27 +169,17 @@ async fn join_finish(
 /// Middleware for every `/peer/*` route except hello and the handshake: checks the
 /// request's session signature and sequence, passes the [`PeerIdentity`] on, and
 /// signs the response with the session key.
-pub async fn require_session(
-    State(auth): State<Arc<PeerAuth>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_session(State(auth): State<Arc<PeerAuth>>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > PEER_MAX_BODY as u64) {
         return too_large().into_response();
     }
     let Ok(bytes) = axum::body::to_bytes(body, PEER_MAX_BODY).await else {
         return too_large().into_response();
     };
-    let uri = parts
-        .extensions
-        .get::<OriginalUri>()
-        .map_or_else(|| parts.uri.clone(), |u| u.0.clone());
+    let uri = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.clone(), |u| u.0.clone());
     let verified = match auth.verify_request(
         &parts.headers,
         parts.method.as_str(),
@@ -200,12 +190,8 @@ pub async fn require_session(
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    parts.extensions.insert(PeerIdentity {
-        device_id: verified.device.clone(),
-    });
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    parts.extensions.insert(PeerIdentity { device_id: verified.device.clone() });
+    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let (mut rparts, rbody) = resp.into_parts();
     let Ok(rbytes) = axum::body::to_bytes(rbody, usize::MAX).await else {
         return ApiError::new(
@@ -215,12 +201,7 @@ pub async fn require_session(
         )
         .into_response();
     };
-    let sig = response_signature(
-        &verified.key,
-        verified.seq,
-        rparts.status.as_u16(),
-        &sha256_hex(&rbytes),
-    );
+    let sig = response_signature(&verified.key, verified.seq, rparts.status.as_u16(), &sha256_hex(&rbytes));
     if let Ok(v) = HeaderValue::from_str(&hex::encode(sig)) {
         rparts.headers.insert(HEADER_SIG, v);
     }
@@ -249,22 +230,14 @@ impl Membership {
     /// `--store-key` / `TILLMESH_STORE_KEY`, which would override a joined key at the
     /// next start.
     pub fn new(data_dir: PathBuf, transport: HttpTransport, key_was_configured: bool) -> Self {
-        Self {
-            data_dir,
-            transport,
-            key_was_configured,
-        }
+        Self { data_dir, transport, key_was_configured }
     }
 
     /// Runs the join exchange with the terminal at `base`.
     ///
     /// # Errors
     /// See [`tillmesh_transport_http::JoinError`].
-    pub async fn fetch_key(
-        &self,
-        base: &str,
-        code: &str,
-    ) -> Result<String, tillmesh_transport_http::JoinError> {
+    pub async fn fetch_key(&self, base: &str, code: &str) -> Result<String, tillmesh_transport_http::JoinError> {
         self.transport.join(base, code).await
     }
 

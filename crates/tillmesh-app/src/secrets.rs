@@ -62,10 +62,7 @@ pub fn store_id(store_key: &str) -> String {
 /// time does not depend on where they differ nor reveal the length).
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
 }
 
 #[cfg(test)]
@@ -82,10 +79,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join("admin-token"))
-                .expect("meta")
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.path().join("admin-token")).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tillmesh_discovery_mdns::{local_lan_ip, MdnsConfig, MdnsDiscovery};
-use tillmesh_domain::ports::{
-    Advertisement, Clock, Discovery, DiscoverySink, JitterSource, PeerTransport, Store,
-};
+use tillmesh_domain::ports::{Advertisement, Clock, Discovery, DiscoverySink, JitterSource, PeerTransport, Store};
 use tillmesh_domain::wire::PROTOCOL_VERSION;
 use tillmesh_domain::{BackoffPolicy, DeviceId, LivenessPolicy};
 use tillmesh_store_sqlite::SqliteStore;
@@ -62,8 +60,7 @@ fn check_data_dir(dir: &Path) -> Result<(), ConfigError> {
 #[derive(Default)]
 pub struct StartHooks {
     /// Wraps the real peer transport.
-    pub wrap_transport:
-        Option<Box<dyn FnOnce(Arc<dyn PeerTransport>) -> Arc<dyn PeerTransport> + Send>>,
+    pub wrap_transport: Option<Box<dyn FnOnce(Arc<dyn PeerTransport>) -> Arc<dyn PeerTransport> + Send>>,
     /// Replaces the system clock.
     pub clock: Option<Arc<dyn Clock>>,
 }
@@ -85,21 +82,14 @@ impl Terminal {
         config.validate().map_err(ConfigError)?;
         check_data_dir(&config.data_dir)?;
         let token_existed = config.data_dir.join("admin-token").exists();
-        let admin_token = secrets::load_or_create(
-            &config.data_dir,
-            "admin-token",
-            config.admin_token.as_deref(),
-        )
-        .context("admin token")?;
+        let admin_token = secrets::load_or_create(&config.data_dir, "admin-token", config.admin_token.as_deref())
+            .context("admin token")?;
         let store_key =
-            secrets::load_or_create(&config.data_dir, "store-key", config.store_key.as_deref())
-                .context("store key")?;
+            secrets::load_or_create(&config.data_dir, "store-key", config.store_key.as_deref()).context("store key")?;
         let store_id = secrets::store_id(&store_key);
-        let sqlite = SqliteStore::open(&config.data_dir.join("tillmesh.db"))
-            .context("opening the database")?;
+        let sqlite = SqliteStore::open(&config.data_dir.join("tillmesh.db")).context("opening the database")?;
         let store: Arc<dyn Store> = Arc::new(sqlite);
-        let fresh =
-            DeviceId::parse(uuid::Uuid::new_v4().simple().to_string()).context("device id")?;
+        let fresh = DeviceId::parse(uuid::Uuid::new_v4().simple().to_string()).context("device id")?;
         let device_id = store.local_device_id(fresh).await.context("device id")?;
         let name = config.terminal_name();
 
@@ -114,20 +104,14 @@ impl Terminal {
         let http = HttpTransport::new(key.clone(), device_id.clone())?;
         let transport: Arc<dyn PeerTransport> = Arc::new(http.clone());
         let peer_auth = Arc::new(crate::peer_auth::PeerAuth::new(device_id.clone(), key));
-        let membership = Arc::new(crate::peer_auth::Membership::new(
-            config.data_dir.clone(),
-            http,
-            config.store_key.is_some(),
-        ));
+        let membership =
+            Arc::new(crate::peer_auth::Membership::new(config.data_dir.clone(), http, config.store_key.is_some()));
         let transport = match hooks.wrap_transport {
             Some(wrap) => wrap(transport),
             None => transport,
         };
         let events = EventBus::new();
-        let liveness = LivenessPolicy::new(
-            config.heartbeat_interval * 1000,
-            config.offline_after * 1000,
-        );
+        let liveness = LivenessPolicy::new(config.heartbeat_interval * 1000, config.offline_after * 1000);
         let policy = BackoffPolicy::new(
             Duration::from_millis(config.retry_base_ms),
             Duration::from_millis(config.retry_max_ms),
@@ -151,12 +135,7 @@ impl Terminal {
             policy,
             config.upstream.clone(),
         )?);
-        let entities = Arc::new(EntityService::new(
-            device_id.clone(),
-            store.clone(),
-            clock.clone(),
-            queue.clone(),
-        ));
+        let entities = Arc::new(EntityService::new(device_id.clone(), store.clone(), clock.clone(), queue.clone()));
         let sync = Arc::new(SyncService::new(
             device_id.clone(),
             store.clone(),
@@ -168,9 +147,7 @@ impl Terminal {
         ));
 
         let self_ip = self_address(addr.ip());
-        network
-            .register_self(&name, &self_ip.to_string(), addr.port())
-            .await?;
+        network.register_self(&name, &self_ip.to_string(), addr.port()).await?;
 
         let state: SharedState = Arc::new(AppState {
             device_id: device_id.clone(),
@@ -196,18 +173,13 @@ impl Terminal {
             let stop = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
 
         let discovery = if config.discovery == DiscoveryMode::Mdns {
-            let d = Arc::new(MdnsDiscovery::new(MdnsConfig {
-                interfaces: config.mdns_interfaces.clone(),
-            }));
+            let d = Arc::new(MdnsDiscovery::new(MdnsConfig { interfaces: config.mdns_interfaces.clone() }));
             let ad = Advertisement {
                 device_id: device_id.clone(),
                 name: name.clone(),
@@ -215,10 +187,8 @@ impl Terminal {
                 store_id,
                 protocol: PROTOCOL_VERSION,
             };
-            let sink: Arc<dyn DiscoverySink> = Arc::new(DiscoveryBridge {
-                network: network.clone(),
-                runtime: tokio::runtime::Handle::current(),
-            });
+            let sink: Arc<dyn DiscoverySink> =
+                Arc::new(DiscoveryBridge { network: network.clone(), runtime: tokio::runtime::Handle::current() });
             match d.start(ad, sink).await {
                 Ok(()) => Some(d),
                 Err(e) => {
@@ -232,18 +202,12 @@ impl Terminal {
 
         let mut background = vec![
             tokio::spawn(sync.clone().run_background(config.sync_period())),
-            tokio::spawn(
-                network
-                    .clone()
-                    .run_heartbeat(Duration::from_secs(config.heartbeat_interval)),
-            ),
+            tokio::spawn(network.clone().run_heartbeat(Duration::from_secs(config.heartbeat_interval))),
             tokio::spawn(queue.clone().run_worker()),
         ];
         for peer in config.peers.clone() {
             let network = network.clone();
-            background.push(tokio::spawn(
-                async move { pair_at_startup(network, peer).await },
-            ));
+            background.push(tokio::spawn(async move { pair_at_startup(network, peer).await }));
         }
         tracing::info!(device = %device_id, %name, %addr, "terminal started");
         Ok(Terminal {
@@ -259,11 +223,7 @@ impl Terminal {
 
     /// The base URL clients on this host can use.
     pub fn local_url(&self) -> String {
-        let ip = if self.addr.ip().is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            self.addr.ip()
-        };
+        let ip = if self.addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { self.addr.ip() };
         format!("http://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
@@ -289,9 +249,7 @@ fn self_address(bound: IpAddr) -> IpAddr {
     match local_lan_ip() {
         Some(ip) => ip,
         None => {
-            tracing::warn!(
-                "no LAN address found (only loopback?); registering this terminal as 127.0.0.1"
-            );
+            tracing::warn!("no LAN address found (only loopback?); registering this terminal as 127.0.0.1");
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         }
     }

@@ -18,9 +18,6 @@ mod tests {
 
     #[test]
     fn milliseconds_are_formatted_as_utc() {
-        assert_eq!(
-            rfc3339(Timestamp(1_700_000_000_123)),
-            "2023-11-14T22:13:20.123Z"
-        );
+        assert_eq!(rfc3339(Timestamp(1_700_000_000_123)), "2023-11-14T22:13:20.123Z");
     }
 }

@@ -67,10 +67,7 @@ impl PeerAddress {
     /// An address with the interface it was seen on (used for IPv6 link-local).
     pub fn scoped(ip: IpAddr, scope: impl Into<String>) -> Self {
         let scope = scope.into();
-        Self {
-            ip,
-            scope: (!scope.is_empty()).then_some(scope),
-        }
+        Self { ip, scope: (!scope.is_empty()).then_some(scope) }
     }
 
     /// Text form: `10.0.0.5`, `fd00::5`, or `fe80::1%eth0` for a scoped link-local.
@@ -94,11 +91,7 @@ fn rank(addr: &PeerAddress, local: &[LocalNet], strict: bool) -> Option<u8> {
         IpAddr::V4(v4) => rank_v4(v4, on_local_net, strict),
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return rank_v4(
-                    v4,
-                    local.iter().any(|n| n.contains(&IpAddr::V4(v4))),
-                    strict,
-                );
+                return rank_v4(v4, local.iter().any(|n| n.contains(&IpAddr::V4(v4))), strict);
             }
             if v6.is_unspecified() || v6.is_multicast() {
                 None
@@ -188,11 +181,7 @@ mod tests {
     }
 
     fn net(interface: &str, addr: &str, prefix_len: u8) -> LocalNet {
-        LocalNet {
-            interface: interface.into(),
-            addr: ip(addr),
-            prefix_len,
-        }
+        LocalNet { interface: interface.into(), addr: ip(addr), prefix_len }
     }
 
     fn addrs(list: &[&str]) -> Vec<PeerAddress> {
@@ -207,11 +196,7 @@ mod tests {
     #[test]
     fn same_subnet_ipv4_comes_first_and_loopback_is_dropped() {
         let local = [net("eth0", "192.168.1.10", 24)];
-        let got = order_addresses(
-            &addrs(&["127.0.0.1", "10.8.0.5", "192.168.1.20", "::1"]),
-            &local,
-            false,
-        );
+        let got = order_addresses(&addrs(&["127.0.0.1", "10.8.0.5", "192.168.1.20", "::1"]), &local, false);
         assert_eq!(got, vec!["192.168.1.20", "10.8.0.5"]);
     }
 
@@ -234,37 +219,19 @@ mod tests {
 
     #[test]
     fn link_local_ipv6_without_scope_is_dropped_and_with_scope_rendered() {
-        let got = order_addresses(
-            &addrs(&["fe80::1", "fe80::2%eth0", "10.0.0.7"]),
-            &[net("eth0", "10.0.0.1", 24)],
-            false,
-        );
+        let got =
+            order_addresses(&addrs(&["fe80::1", "fe80::2%eth0", "10.0.0.7"]), &[net("eth0", "10.0.0.1", 24)], false);
         assert_eq!(got, vec!["10.0.0.7", "fe80::2%eth0"]);
     }
 
     #[test]
     fn ipv4_before_ipv6_and_ipv4_link_local_last() {
         let got = order_addresses(
-            &addrs(&[
-                "169.254.3.3",
-                "fd00::5",
-                "2001:db8::5",
-                "fe80::9%en0",
-                "10.1.2.3",
-            ]),
+            &addrs(&["169.254.3.3", "fd00::5", "2001:db8::5", "fe80::9%en0", "10.1.2.3"]),
             &[net("en0", "fd00::1", 64)],
             false,
         );
-        assert_eq!(
-            got,
-            vec![
-                "10.1.2.3",
-                "fd00::5",
-                "2001:db8::5",
-                "fe80::9%en0",
-                "169.254.3.3"
-            ]
-        );
+        assert_eq!(got, vec!["10.1.2.3", "fd00::5", "2001:db8::5", "fe80::9%en0", "169.254.3.3"]);
     }
 
     #[test]
@@ -280,14 +247,7 @@ mod tests {
     fn strict_mode_keeps_only_addresses_on_the_enabled_interfaces() {
         let local = [net("veth0", "10.201.7.1", 24)];
         let got = order_addresses(
-            &addrs(&[
-                "10.201.8.2",
-                "10.201.7.2",
-                "127.0.0.1",
-                "fe80::1%veth1",
-                "fe80::2%veth0",
-                "2001:db8::1",
-            ]),
+            &addrs(&["10.201.8.2", "10.201.7.2", "127.0.0.1", "fe80::1%veth1", "fe80::2%veth0", "2001:db8::1"]),
             &local,
             true,
         );
@@ -296,17 +256,7 @@ mod tests {
 
     #[test]
     fn unusable_addresses_are_dropped() {
-        let got = order_addresses(
-            &addrs(&[
-                "0.0.0.0",
-                "224.0.0.251",
-                "255.255.255.255",
-                "ff02::fb",
-                "::",
-            ]),
-            &[],
-            false,
-        );
+        let got = order_addresses(&addrs(&["0.0.0.0", "224.0.0.251", "255.255.255.255", "ff02::fb", "::"]), &[], false);
         assert!(got.is_empty(), "{got:?}");
     }
 

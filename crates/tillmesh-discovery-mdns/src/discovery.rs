@@ -43,10 +43,7 @@ struct Running {
 impl MdnsDiscovery {
     /// A stopped discovery with this configuration.
     pub fn new(config: MdnsConfig) -> Self {
-        Self {
-            config,
-            running: Mutex::new(None),
-        }
+        Self { config, running: Mutex::new(None) }
     }
 
     /// The configuration.
@@ -87,9 +84,7 @@ impl Drop for MdnsDiscovery {
 /// The address of this terminal on the LAN (the interface of the default route), or
 /// `None` when there is none besides loopback. Register the terminal under it.
 pub fn local_lan_ip() -> Option<IpAddr> {
-    local_ip_address::local_ip()
-        .ok()
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    local_ip_address::local_ip().ok().filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
 }
 
 /// The networks of the interfaces mDNS uses: the named ones, or every non-loopback
@@ -109,11 +104,7 @@ fn local_nets(config: &MdnsConfig) -> std::io::Result<Vec<LocalNet>> {
                 if_addrs::IfAddr::V4(a) => a.prefixlen,
                 if_addrs::IfAddr::V6(a) => a.prefixlen,
             };
-            LocalNet {
-                addr: i.ip(),
-                interface: i.name,
-                prefix_len,
-            }
+            LocalNet { addr: i.ip(), interface: i.name, prefix_len }
         })
         .collect();
     Ok(nets)
@@ -121,8 +112,8 @@ fn local_nets(config: &MdnsConfig) -> std::io::Result<Vec<LocalNet>> {
 
 /// Checks that mDNS has somewhere to go before starting the daemon.
 fn check_interfaces(config: &MdnsConfig) -> Result<Vec<LocalNet>, DiscoveryError> {
-    let nets = local_nets(config)
-        .map_err(|e| DiscoveryError::Unavailable(format!("cannot list network interfaces: {e}")))?;
+    let nets =
+        local_nets(config).map_err(|e| DiscoveryError::Unavailable(format!("cannot list network interfaces: {e}")))?;
     for name in &config.interfaces {
         if !nets.iter().any(|n| &n.interface == name) {
             return Err(DiscoveryError::Unavailable(format!(
@@ -155,13 +146,7 @@ fn start_daemon(config: &MdnsConfig) -> Result<ServiceDaemon, DiscoveryError> {
         daemon
             .disable_interface(IfKind::All)
             .and_then(|()| {
-                daemon.enable_interface(
-                    config
-                        .interfaces
-                        .iter()
-                        .map(|n| IfKind::Name(n.clone()))
-                        .collect::<Vec<_>>(),
-                )
+                daemon.enable_interface(config.interfaces.iter().map(|n| IfKind::Name(n.clone())).collect::<Vec<_>>())
             })
             .map_err(|e| unavailable("interface selection", e))
     };
@@ -175,40 +160,21 @@ fn start_daemon(config: &MdnsConfig) -> Result<ServiceDaemon, DiscoveryError> {
 fn service_info(ad: &Advertisement, config: &MdnsConfig) -> Result<ServiceInfo, DiscoveryError> {
     let instance = instance_name(&ad.name, &ad.device_id);
     let txt = build_txt(ad);
-    let mut info = ServiceInfo::new(
-        SERVICE_TYPE,
-        &instance,
-        &host_name(&ad.device_id),
-        "",
-        ad.port,
-        &txt[..],
-    )
-    .map_err(|e| DiscoveryError::Unexpected(format!("mDNS service record: {e}")))?
-    .enable_addr_auto();
+    let mut info = ServiceInfo::new(SERVICE_TYPE, &instance, &host_name(&ad.device_id), "", ad.port, &txt[..])
+        .map_err(|e| DiscoveryError::Unexpected(format!("mDNS service record: {e}")))?
+        .enable_addr_auto();
     if !config.interfaces.is_empty() {
-        info.set_interfaces(
-            config
-                .interfaces
-                .iter()
-                .map(|n| IfKind::Name(n.clone()))
-                .collect(),
-        );
+        info.set_interfaces(config.interfaces.iter().map(|n| IfKind::Name(n.clone())).collect());
     }
     Ok(info)
 }
 
 #[async_trait::async_trait]
 impl Discovery for MdnsDiscovery {
-    async fn start(
-        &self,
-        ad: Advertisement,
-        sink: Arc<dyn DiscoverySink>,
-    ) -> Result<(), DiscoveryError> {
+    async fn start(&self, ad: Advertisement, sink: Arc<dyn DiscoverySink>) -> Result<(), DiscoveryError> {
         let mut running = self.lock();
         if running.is_some() {
-            return Err(DiscoveryError::Unexpected(
-                "mDNS discovery is already started".into(),
-            ));
+            return Err(DiscoveryError::Unexpected("mDNS discovery is already started".into()));
         }
         check_interfaces(&self.config)?;
         let info = service_info(&ad, &self.config)?;
@@ -217,11 +183,7 @@ impl Discovery for MdnsDiscovery {
         let browse = daemon
             .register(info)
             .map_err(|e| unavailable("register", e))
-            .and_then(|()| {
-                daemon
-                    .browse(SERVICE_TYPE)
-                    .map_err(|e| unavailable("browse", e))
-            });
+            .and_then(|()| daemon.browse(SERVICE_TYPE).map_err(|e| unavailable("browse", e)));
         let events = match browse {
             Ok(events) => events,
             Err(e) => {
@@ -229,21 +191,14 @@ impl Discovery for MdnsDiscovery {
                 return Err(e);
             }
         };
-        let browser = Browser {
-            table: PeerTable::new(ad.device_id.clone()),
-            config: self.config.clone(),
-            sink,
-        };
-        let handle = std::thread::Builder::new()
-            .name("tillmesh-mdns-browse".into())
-            .spawn(move || browser.run(&events));
+        let browser = Browser { table: PeerTable::new(ad.device_id.clone()), config: self.config.clone(), sink };
+        let handle =
+            std::thread::Builder::new().name("tillmesh-mdns-browse".into()).spawn(move || browser.run(&events));
         let browser = match handle {
             Ok(h) => h,
             Err(e) => {
                 let _ = daemon.shutdown();
-                return Err(DiscoveryError::Unexpected(format!(
-                    "cannot start the mDNS browser thread: {e}"
-                )));
+                return Err(DiscoveryError::Unexpected(format!("cannot start the mDNS browser thread: {e}")));
             }
         };
         tracing::info!(
@@ -251,11 +206,7 @@ impl Discovery for MdnsDiscovery {
             interfaces = ?self.config.interfaces,
             "mdns: advertising and browsing"
         );
-        *running = Some(Running {
-            daemon,
-            fullname,
-            browser: Some(browser),
-        });
+        *running = Some(Running { daemon, fullname, browser: Some(browser) });
         Ok(())
     }
 
@@ -281,10 +232,7 @@ impl Discovery for MdnsDiscovery {
         }
         match running.daemon.shutdown() {
             Ok(done) => {
-                if tokio::time::timeout(STEP_TIMEOUT, done.recv_async())
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout(STEP_TIMEOUT, done.recv_async()).await.is_err() {
                     tracing::warn!("mdns: daemon did not stop in time");
                 }
             }
@@ -331,10 +279,7 @@ impl Browser {
         }
     }
 
-    fn resolved(
-        &mut self,
-        service: &ResolvedService,
-    ) -> Vec<tillmesh_domain::ports::DiscoveryEvent> {
+    fn resolved(&mut self, service: &ResolvedService) -> Vec<tillmesh_domain::ports::DiscoveryEvent> {
         let txt = match parse_txt(service.get_properties().iter().map(|p| (p.key(), p.val()))) {
             Ok(txt) => txt,
             Err(e) => {
@@ -346,12 +291,7 @@ impl Browser {
         // Interfaces come and go (DHCP): look at them afresh for each resolution.
         let local = local_nets(&self.config).unwrap_or_default();
         self.table.resolved(
-            Resolution {
-                fullname: service.fullname.clone(),
-                port: service.port,
-                txt,
-                addresses,
-            },
+            Resolution { fullname: service.fullname.clone(), port: service.port, txt, addresses },
             &local,
             !self.config.interfaces.is_empty(),
         )
@@ -396,17 +336,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_interface_is_reported_as_unavailable_before_any_traffic() {
-        let d = MdnsDiscovery::new(MdnsConfig {
-            interfaces: vec!["no-such-if0".into()],
-        });
-        let err = d
-            .start(ad(), Arc::new(NoSink))
-            .await
-            .expect_err("must fail");
-        assert!(
-            matches!(&err, DiscoveryError::Unavailable(m) if m.contains("no-such-if0")),
-            "{err}"
-        );
+        let d = MdnsDiscovery::new(MdnsConfig { interfaces: vec!["no-such-if0".into()] });
+        let err = d.start(ad(), Arc::new(NoSink)).await.expect_err("must fail");
+        assert!(matches!(&err, DiscoveryError::Unavailable(m) if m.contains("no-such-if0")), "{err}");
         assert!(d.registered_name().is_none());
         d.shutdown().await;
     }

@@ -42,30 +42,19 @@ pub struct PeerTable {
 impl PeerTable {
     /// An empty table for the terminal `own_id` (whose own advertisement is ignored).
     pub fn new(own_id: DeviceId) -> Self {
-        Self {
-            own_id,
-            entries: HashMap::new(),
-        }
+        Self { own_id, entries: HashMap::new() }
     }
 
     /// Records a resolution; returns the events to emit (none when nothing new was
     /// learned). `local`/`strict` rank the addresses as in [`order_addresses`].
-    pub fn resolved(
-        &mut self,
-        res: Resolution,
-        local: &[LocalNet],
-        strict: bool,
-    ) -> Vec<DiscoveryEvent> {
+    pub fn resolved(&mut self, res: Resolution, local: &[LocalNet], strict: bool) -> Vec<DiscoveryEvent> {
         if res.txt.device_id == self.own_id {
             return Vec::new();
         }
         let key = res.fullname.to_ascii_lowercase();
         let mut events = Vec::new();
         // The same name now advertised by another device: the old one is gone.
-        let replaced = self
-            .entries
-            .get(&key)
-            .is_some_and(|e| e.txt.device_id != res.txt.device_id);
+        let replaced = self.entries.get(&key).is_some_and(|e| e.txt.device_id != res.txt.device_id);
         if replaced {
             events.extend(self.removed(&res.fullname));
         }
@@ -106,10 +95,7 @@ impl PeerTable {
             return Vec::new();
         };
         let device_id = entry.txt.device_id;
-        let still_announced = self
-            .entries
-            .values()
-            .any(|e| e.announced.is_some() && e.txt.device_id == device_id);
+        let still_announced = self.entries.values().any(|e| e.announced.is_some() && e.txt.device_id == device_id);
         if entry.announced.is_some() && !still_announced {
             vec![DiscoveryEvent::Lost { device_id }]
         } else {
@@ -130,25 +116,13 @@ mod tests {
         Resolution {
             fullname: fullname.into(),
             port: 7700,
-            txt: PeerTxt {
-                device_id: id(device),
-                protocol: 1,
-                store_id: "store".into(),
-                name: device.into(),
-            },
-            addresses: addrs
-                .iter()
-                .map(|a| PeerAddress::new(a.parse().expect("test address")))
-                .collect(),
+            txt: PeerTxt { device_id: id(device), protocol: 1, store_id: "store".into(), name: device.into() },
+            addresses: addrs.iter().map(|a| PeerAddress::new(a.parse().expect("test address"))).collect(),
         }
     }
 
     fn lan() -> Vec<LocalNet> {
-        vec![LocalNet {
-            interface: "eth0".into(),
-            addr: "10.0.0.1".parse().expect("test address"),
-            prefix_len: 24,
-        }]
+        vec![LocalNet { interface: "eth0".into(), addr: "10.0.0.1".parse().expect("test address"), prefix_len: 24 }]
     }
 
     fn found_addresses(events: &[DiscoveryEvent]) -> Vec<Vec<String>> {
@@ -164,9 +138,7 @@ mod tests {
     #[test]
     fn own_advertisement_is_ignored() {
         let mut t = PeerTable::new(id("me"));
-        assert!(t
-            .resolved(res("me._t", "me", &["10.0.0.1"]), &lan(), false)
-            .is_empty());
+        assert!(t.resolved(res("me._t", "me", &["10.0.0.1"]), &lan(), false).is_empty());
         assert!(t.removed("me._t").is_empty());
     }
 
@@ -180,19 +152,14 @@ mod tests {
         let e3 = t.resolved(res("a._T", "a", &["10.0.0.2", "127.0.0.1"]), &lan(), false);
         assert!(e3.is_empty(), "nothing new: {e3:?}");
         let e4 = t.resolved(res("A._t", "a", &["192.168.9.9"]), &lan(), false);
-        assert_eq!(
-            found_addresses(&e4),
-            vec![vec!["10.0.0.2".to_string(), "192.168.9.9".to_string()]]
-        );
+        assert_eq!(found_addresses(&e4), vec![vec!["10.0.0.2".to_string(), "192.168.9.9".to_string()]]);
     }
 
     #[test]
     fn a_resolution_without_usable_address_is_held_back() {
         let mut t = PeerTable::new(id("me"));
         assert!(t.resolved(res("A._t", "a", &[]), &lan(), false).is_empty());
-        assert!(t
-            .resolved(res("A._t", "a", &["172.16.0.1"]), &lan(), true)
-            .is_empty());
+        assert!(t.resolved(res("A._t", "a", &["172.16.0.1"]), &lan(), true).is_empty());
         assert!(t.removed("A._t").is_empty(), "never announced, never lost");
     }
 
@@ -200,10 +167,7 @@ mod tests {
     fn removal_emits_lost_once() {
         let mut t = PeerTable::new(id("me"));
         t.resolved(res("A._t", "a", &["10.0.0.2"]), &lan(), false);
-        assert_eq!(
-            t.removed("a._t"),
-            vec![DiscoveryEvent::Lost { device_id: id("a") }]
-        );
+        assert_eq!(t.removed("a._t"), vec![DiscoveryEvent::Lost { device_id: id("a") }]);
         assert!(t.removed("A._t").is_empty());
     }
 
@@ -213,10 +177,7 @@ mod tests {
         t.resolved(res("A._t", "a", &["10.0.0.2"]), &lan(), false);
         t.resolved(res("A (2)._t", "a", &["10.0.0.2"]), &lan(), false);
         assert!(t.removed("A._t").is_empty());
-        assert_eq!(
-            t.removed("A (2)._t"),
-            vec![DiscoveryEvent::Lost { device_id: id("a") }]
-        );
+        assert_eq!(t.removed("A (2)._t"), vec![DiscoveryEvent::Lost { device_id: id("a") }]);
     }
 
     #[test]
@@ -226,9 +187,7 @@ mod tests {
         let events = t.resolved(res("A._t", "b", &["10.0.0.3"]), &lan(), false);
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[0], DiscoveryEvent::Lost { device_id: id("a") });
-        assert!(
-            matches!(&events[1], DiscoveryEvent::Found { device_id, .. } if *device_id == id("b"))
-        );
+        assert!(matches!(&events[1], DiscoveryEvent::Found { device_id, .. } if *device_id == id("b")));
     }
 
     #[test]

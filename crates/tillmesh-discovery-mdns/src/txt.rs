@@ -57,9 +57,7 @@ pub enum TxtError {
 ///
 /// # Errors
 /// [`TxtError`] when `id` is missing or invalid.
-pub fn parse_txt<'a>(
-    props: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
-) -> Result<PeerTxt, TxtError> {
+pub fn parse_txt<'a>(props: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Result<PeerTxt, TxtError> {
     let (mut id, mut proto, mut store, mut name) = (None, None, None, None);
     for (key, value) in props {
         let slot = match key.to_ascii_lowercase().as_str() {
@@ -75,23 +73,11 @@ pub fn parse_txt<'a>(
     }
     let id = id.flatten().ok_or(TxtError::MissingId)?;
     let device_id = DeviceId::parse(id.as_str()).map_err(|_| TxtError::InvalidId(id))?;
-    let protocol = proto
-        .flatten()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .unwrap_or(0);
+    let protocol = proto.flatten().and_then(|p| p.trim().parse::<u32>().ok()).unwrap_or(0);
     let store_id = store.flatten().unwrap_or_default();
     let name = clean_text(&name.flatten().unwrap_or_default(), MAX_PEER_NAME);
-    let name = if name.is_empty() {
-        device_id.as_str().to_owned()
-    } else {
-        name
-    };
-    Ok(PeerTxt {
-        device_id,
-        protocol,
-        store_id,
-        name,
-    })
+    let name = if name.is_empty() { device_id.as_str().to_owned() } else { name };
+    Ok(PeerTxt { device_id, protocol, store_id, name })
 }
 
 /// The TXT properties this terminal advertises: `id`, `proto`, `store`, `name`.
@@ -112,10 +98,8 @@ pub fn build_txt(ad: &Advertisement) -> Vec<(String, String)> {
 /// back to the device id alone.
 pub fn instance_name(name: &str, device_id: &DeviceId) -> String {
     let id = device_id.as_str();
-    let cleaned: String = clean_text(name, MAX_LABEL)
-        .chars()
-        .map(|c| if c == '.' || c == '\\' { '-' } else { c })
-        .collect();
+    let cleaned: String =
+        clean_text(name, MAX_LABEL).chars().map(|c| if c == '.' || c == '\\' { '-' } else { c }).collect();
     let cleaned = cleaned.trim();
     if cleaned.is_empty() {
         return truncate_bytes(id, MAX_LABEL).to_owned();
@@ -144,13 +128,7 @@ pub fn host_name(device_id: &DeviceId) -> String {
     let label: String = device_id
         .as_str()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
         .take(MAX_LABEL)
         .collect();
     let label = label.trim_matches('-');
@@ -161,10 +139,7 @@ pub fn host_name(device_id: &DeviceId) -> String {
 /// Replaces control characters by spaces, collapses runs of whitespace, trims, and
 /// shortens to `max` bytes at a character boundary.
 fn clean_text(s: &str, max: usize) -> String {
-    let spaced: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let spaced: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let joined = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
     truncate_bytes(&joined, max).trim_end().to_owned()
 }
@@ -190,9 +165,7 @@ mod tests {
     }
 
     fn props<'a>(list: &'a [(&'a str, Option<&'a str>)]) -> Vec<(&'a str, Option<&'a [u8]>)> {
-        list.iter()
-            .map(|(k, v)| (*k, v.map(str::as_bytes)))
-            .collect()
+        list.iter().map(|(k, v)| (*k, v.map(str::as_bytes))).collect()
     }
 
     #[test]
@@ -206,33 +179,16 @@ mod tests {
         .expect("valid");
         assert_eq!(
             txt,
-            PeerTxt {
-                device_id: id("dev-1"),
-                protocol: 3,
-                store_id: "store-9".into(),
-                name: "Till 1".into(),
-            }
+            PeerTxt { device_id: id("dev-1"), protocol: 3, store_id: "store-9".into(), name: "Till 1".into() }
         );
     }
 
     #[test]
     fn missing_or_invalid_id_rejects_the_record() {
-        assert_eq!(
-            parse_txt(props(&[("proto", Some("1"))])),
-            Err(TxtError::MissingId)
-        );
-        assert_eq!(
-            parse_txt(props(&[("id", None), ("proto", Some("1"))])),
-            Err(TxtError::MissingId)
-        );
-        assert_eq!(
-            parse_txt(props(&[("id", Some("not valid"))])),
-            Err(TxtError::InvalidId("not valid".into()))
-        );
-        assert_eq!(
-            parse_txt(props(&[("id", Some(""))])),
-            Err(TxtError::InvalidId(String::new()))
-        );
+        assert_eq!(parse_txt(props(&[("proto", Some("1"))])), Err(TxtError::MissingId));
+        assert_eq!(parse_txt(props(&[("id", None), ("proto", Some("1"))])), Err(TxtError::MissingId));
+        assert_eq!(parse_txt(props(&[("id", Some("not valid"))])), Err(TxtError::InvalidId("not valid".into())));
+        assert_eq!(parse_txt(props(&[("id", Some(""))])), Err(TxtError::InvalidId(String::new())));
     }
 
     #[test]
@@ -259,18 +215,10 @@ mod tests {
 
     #[test]
     fn peer_names_are_cleaned() {
-        let txt = parse_txt(props(&[
-            ("id", Some("dev-5")),
-            ("name", Some("  Till\n\t5\u{7}  ")),
-        ]))
-        .expect("valid");
+        let txt = parse_txt(props(&[("id", Some("dev-5")), ("name", Some("  Till\n\t5\u{7}  "))])).expect("valid");
         assert_eq!(txt.name, "Till 5");
         let long = "é".repeat(300);
-        let txt = parse_txt(props(&[
-            ("id", Some("dev-5")),
-            ("name", Some(long.as_str())),
-        ]))
-        .expect("valid");
+        let txt = parse_txt(props(&[("id", Some("dev-5")), ("name", Some(long.as_str()))])).expect("valid");
         assert!(txt.name.len() <= MAX_PEER_NAME);
         assert!(txt.name.chars().all(|c| c == 'é'));
     }
@@ -285,10 +233,7 @@ mod tests {
             protocol: 2,
         };
         let built = build_txt(&ad);
-        let pairs: Vec<(&str, Option<&[u8]>)> = built
-            .iter()
-            .map(|(k, v)| (k.as_str(), Some(v.as_bytes())))
-            .collect();
+        let pairs: Vec<(&str, Option<&[u8]>)> = built.iter().map(|(k, v)| (k.as_str(), Some(v.as_bytes()))).collect();
         let txt = parse_txt(pairs).expect("valid");
         assert_eq!(txt.device_id, ad.device_id);
         assert_eq!(txt.protocol, 2);
@@ -298,13 +243,10 @@ mod tests {
 
     #[test]
     fn built_txt_strings_fit_in_255_bytes() {
-        let ad = Advertisement {
-            device_id: id("dev-6"),
-            name: "ü".repeat(400),
-            port: 1,
-            store_id: "s".into(),
-            protocol: 1,
-        };
+        let ad =
+            Advertisement {
+                device_id: id("dev-6"), name: "ü".repeat(400), port: 1, store_id: "s".into(), protocol: 1
+            };
         for (k, v) in build_txt(&ad) {
             assert!(k.len() + 1 + v.len() <= MAX_TXT_STRING, "{k}");
         }
@@ -312,19 +254,10 @@ mod tests {
 
     #[test]
     fn instance_names_are_sanitised_and_unique_per_device() {
-        assert_eq!(
-            instance_name("Till 3", &id("a1b2c3d4-0000-4000-8000-00000000ab12")),
-            "Till 3 (00ab12)"
-        );
+        assert_eq!(instance_name("Till 3", &id("a1b2c3d4-0000-4000-8000-00000000ab12")), "Till 3 (00ab12)");
         assert_eq!(instance_name("Till 3", &id("dev-a")), "Till 3 (dev-a)");
-        assert_eq!(
-            instance_name(" Front\tdesk v1.2\\x ", &id("dev-a")),
-            "Front desk v1-2-x (dev-a)"
-        );
-        assert_ne!(
-            instance_name("Till", &id("terminal-01")),
-            instance_name("Till", &id("terminal-02"))
-        );
+        assert_eq!(instance_name(" Front\tdesk v1.2\\x ", &id("dev-a")), "Front desk v1-2-x (dev-a)");
+        assert_ne!(instance_name("Till", &id("terminal-01")), instance_name("Till", &id("terminal-02")));
     }
 
     #[test]
@@ -336,10 +269,7 @@ mod tests {
 
     #[test]
     fn instance_names_fit_one_dns_label() {
-        let name = instance_name(
-            &"ß".repeat(100),
-            &id("a1b2c3d4-0000-4000-8000-00000000ab12"),
-        );
+        let name = instance_name(&"ß".repeat(100), &id("a1b2c3d4-0000-4000-8000-00000000ab12"));
         assert!(name.len() <= MAX_LABEL, "{} bytes", name.len());
         assert!(name.ends_with(" (00ab12)"));
         let long_id = id(&"x".repeat(128));

@@ -22,11 +22,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 fn require_root_and_iproute2() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
+    let euid =
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?");
     assert!(
         euid == "0",
         "the netns tests build network namespaces and must run as root (effective uid is \
@@ -42,10 +39,8 @@ fn require_root_and_iproute2() {
 
 /// Runs `ip ARGS`, panicking with its stderr (and a hint) when it fails.
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
+    let out =
+        Command::new("ip").args(args).output().unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
     assert!(
         out.status.success(),
         "`ip {}` failed: {}\n(these tests need root with CAP_SYS_ADMIN and CAP_NET_ADMIN; \
@@ -125,10 +120,7 @@ impl Rig {
             namespaces: Vec::new(),
             probes: Vec::new(),
             events_tx,
-            events: Events {
-                rx,
-                seen: Vec::new(),
-            },
+            events: Events { rx, seen: Vec::new() },
         };
         rig.add_namespace('h');
         rig
@@ -169,42 +161,15 @@ impl Rig {
     fn join(&self, ns: &str, lan: u8, ifname: &str, addr: &str) {
         let hub = self.hub();
         let hub_end = format!("{ifname}h");
-        ip(&[
-            "-n", &hub, "link", "add", &hub_end, "type", "veth", "peer", "name", ifname, "netns",
-            ns,
-        ]);
-        ip(&[
-            "-n",
-            &hub,
-            "link",
-            "set",
-            &hub_end,
-            "master",
-            &format!("br{lan}"),
-        ]);
+        ip(&["-n", &hub, "link", "add", &hub_end, "type", "veth", "peer", "name", ifname, "netns", ns]);
+        ip(&["-n", &hub, "link", "set", &hub_end, "master", &format!("br{lan}")]);
         ip(&["-n", &hub, "link", "set", &hub_end, "up"]);
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            ifname,
-        ]);
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", ifname]);
         ip(&["-n", ns, "link", "set", ifname, "up", "multicast", "on"]);
     }
 
     /// Starts a probe in `ns`; `interface` restricts it (None = all but loopback).
-    fn start_probe(
-        &mut self,
-        label: &str,
-        ns: &str,
-        id: &str,
-        port: u16,
-        store: &str,
-        interface: Option<&str>,
-    ) {
+    fn start_probe(&mut self, label: &str, ns: &str, id: &str, port: u16, store: &str, interface: Option<&str>) {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns, PROBE])
             .args(["--name", &format!("Till {label}"), "--id", id])
@@ -224,8 +189,7 @@ impl Rig {
         let (tx, who) = (self.events_tx.clone(), label.to_string());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| Value::String(format!("not JSON: {line}")));
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(format!("not JSON: {line}")));
                 if tx.send((who.clone(), v)).is_err() {
                     break;
                 }
@@ -240,18 +204,11 @@ impl Rig {
                 }
             }
         });
-        self.probes.push(Probe {
-            label: label.to_string(),
-            child,
-            stderr,
-        });
+        self.probes.push(Probe { label: label.to_string(), child, stderr });
     }
 
     fn probe(&mut self, label: &str) -> &mut Probe {
-        self.probes
-            .iter_mut()
-            .find(|p| p.label == label)
-            .unwrap_or_else(|| panic!("no probe {label}"))
+        self.probes.iter_mut().find(|p| p.label == label).unwrap_or_else(|| panic!("no probe {label}"))
     }
 
     /// Sends SIGTERM to a probe (its pid, printed in its `started` line).
@@ -263,10 +220,7 @@ impl Rig {
             .find(|(who, v)| who == label && v["event"] == "started")
             .and_then(|(_, v)| v["pid"].as_u64())
             .unwrap_or_else(|| panic!("probe {label} has not reported its pid"));
-        let ok = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {pid}")])
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().is_ok_and(|s| s.success());
         assert!(ok, "could not send SIGTERM to probe {label} (pid {pid})");
     }
 
@@ -280,10 +234,7 @@ impl Rig {
                 Ok(None) if start.elapsed() < within => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                other => panic!(
-                    "probe {label} did not exit within {within:?} ({other:?})\n{}",
-                    self.diagnostics()
-                ),
+                other => panic!("probe {label} did not exit within {within:?} ({other:?})\n{}", self.diagnostics()),
             }
         }
     }
@@ -297,11 +248,7 @@ impl Rig {
         for p in &self.probes {
             if let Ok(lines) = p.stderr.lock() {
                 if !lines.is_empty() {
-                    out.push_str(&format!(
-                        "stderr of {}:\n  {}\n",
-                        p.label,
-                        lines.join("\n  ")
-                    ));
+                    out.push_str(&format!("stderr of {}:\n  {}\n", p.label, lines.join("\n  ")));
                 }
             }
         }
@@ -325,10 +272,7 @@ impl Rig {
             match self.events.rx.recv_timeout(left) {
                 Ok(e) => self.events.seen.push(e),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "timed out after {within:?} waiting for: {what}\n{}",
-                        self.diagnostics()
-                    )
+                    panic!("timed out after {within:?} waiting for: {what}\n{}", self.diagnostics())
                 }
             }
         }
@@ -365,34 +309,21 @@ struct Events {
 }
 
 /// Found events of `observer` about `device`.
-fn founds<'a>(
-    seen: &'a [(String, Value)],
-    observer: &'a str,
-    device: &'a str,
-) -> impl Iterator<Item = &'a Value> + 'a {
+fn founds<'a>(seen: &'a [(String, Value)], observer: &'a str, device: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     seen.iter()
-        .filter(move |(who, v)| {
-            who == observer && v["event"] == "found" && v["device_id"] == device
-        })
+        .filter(move |(who, v)| who == observer && v["event"] == "found" && v["device_id"] == device)
         .map(|(_, v)| v)
 }
 
 fn addresses(v: &Value) -> Vec<String> {
     v["addresses"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
 fn is_loopback(addr: &str) -> bool {
-    addr.split('%')
-        .next()
-        .and_then(|a| a.parse::<IpAddr>().ok())
-        .is_some_and(|ip| ip.is_loopback())
+    addr.split('%').next().and_then(|a| a.parse::<IpAddr>().ok()).is_some_and(|ip| ip.is_loopback())
 }
 
 // ---------------------------------------------------------------- tests
@@ -420,17 +351,15 @@ fn terminals_in_separate_namespaces_find_each_other_and_see_the_goodbye() {
     // Everyone finds everyone else, with the right TXT data and a dialable LAN address.
     let took = rig.wait_until("every probe finds the two others", DEADLINE, |seen| {
         ids.keys().all(|observer| {
-            ids.iter()
-                .filter(|(l, _)| *l != observer)
-                .all(|(_, (id, port))| {
-                    founds(seen, observer, id).any(|v| {
-                        let addrs = addresses(v);
-                        v["port"] == *port
-                            && v["store_id"] == store.as_str()
-                            && v["protocol"] == 1
-                            && addrs.first().is_some_and(|a| in_subnet(a, lan))
-                    })
+            ids.iter().filter(|(l, _)| *l != observer).all(|(_, (id, port))| {
+                founds(seen, observer, id).any(|v| {
+                    let addrs = addresses(v);
+                    v["port"] == *port
+                        && v["store_id"] == store.as_str()
+                        && v["protocol"] == 1
+                        && addrs.first().is_some_and(|a| in_subnet(a, lan))
                 })
+            })
         })
     });
     eprintln!("rig built in {rig_ready:?}; all peers found {took:?} after the probes started");
@@ -440,15 +369,8 @@ fn terminals_in_separate_namespaces_find_each_other_and_see_the_goodbye() {
             let addrs = addresses(v);
             assert!(!addrs.is_empty(), "[{who}] found without address: {v}");
             assert!(!is_loopback(&addrs[0]), "[{who}] loopback first: {v}");
-            assert!(
-                addrs.iter().all(|a| !is_loopback(a)),
-                "[{who}] a remote peer's loopback address: {v}"
-            );
-            assert_ne!(
-                v["device_id"],
-                ids[who.as_str()].0.as_str(),
-                "[{who}] reported itself"
-            );
+            assert!(addrs.iter().all(|a| !is_loopback(a)), "[{who}] a remote peer's loopback address: {v}");
+            assert_ne!(v["device_id"], ids[who.as_str()].0.as_str(), "[{who}] reported itself");
         }
     }
 
@@ -457,34 +379,19 @@ fn terminals_in_separate_namespaces_find_each_other_and_see_the_goodbye() {
     rig.terminate("c");
     let took = rig.wait_until("a and b report c lost", DEADLINE, |seen| {
         ["a", "b"].iter().all(|observer| {
-            seen.iter().any(|(who, v)| {
-                who == observer && v["event"] == "lost" && v["device_id"] == gone.as_str()
-            })
+            seen.iter().any(|(who, v)| who == observer && v["event"] == "lost" && v["device_id"] == gone.as_str())
         })
     });
     eprintln!("goodbye seen {took:?} after SIGTERM");
     let status = rig.wait_exit("c", Duration::from_secs(5));
-    assert!(
-        status.success(),
-        "probe c exited with {status}\n{}",
-        rig.diagnostics()
-    );
-    rig.wait_until(
-        "c reports it stopped on SIGTERM",
-        Duration::from_secs(1),
-        |seen| {
-            seen.iter()
-                .any(|(who, v)| who == "c" && v["event"] == "stopped" && v["reason"] == "sigterm")
-        },
-    );
+    assert!(status.success(), "probe c exited with {status}\n{}", rig.diagnostics());
+    rig.wait_until("c reports it stopped on SIGTERM", Duration::from_secs(1), |seen| {
+        seen.iter().any(|(who, v)| who == "c" && v["event"] == "stopped" && v["reason"] == "sigterm")
+    });
     // Nobody lost anyone else.
     for (who, v) in &rig.events.seen {
         if v["event"] == "lost" {
-            assert_eq!(
-                v["device_id"],
-                gone.as_str(),
-                "[{who}] unexpected lost: {v}"
-            );
+            assert_eq!(v["device_id"], gone.as_str(), "[{who}] unexpected lost: {v}");
         }
     }
     eprintln!("test took {:?} in all", started.elapsed());
@@ -501,12 +408,7 @@ fn a_probe_restricted_to_one_interface_reports_only_that_subnet() {
     let store = format!("store-{}", std::process::id());
     // r1, r2: restricted to their LAN A interface; u3, u4: unrestricted (the control:
     // shows that mDNS works on LAN B too, so the restriction is what keeps it out).
-    let terminals = [
-        ("r1", 1u8, true),
-        ("r2", 2, true),
-        ("u3", 3, false),
-        ("u4", 4, false),
-    ];
+    let terminals = [("r1", 1u8, true), ("r2", 2, true), ("u3", 3, false), ("u4", 4, false)];
     let mut ids = BTreeMap::new();
     for (label, n, restricted) in terminals {
         let ns = rig.add_terminal(char::from(b'0' + n));
@@ -523,18 +425,14 @@ fn a_probe_restricted_to_one_interface_reports_only_that_subnet() {
         "restricted probes find each other and the unrestricted ones; u3 sees u4 on both LANs",
         DEADLINE,
         |seen| {
-            let restricted_ok = [("r1", ["r2", "u3", "u4"]), ("r2", ["r1", "u3", "u4"])]
-                .iter()
-                .all(|(obs, peers)| {
-                    peers.iter().all(|p| {
-                        founds(seen, obs, &ids[p])
-                            .any(|v| addresses(v).first().is_some_and(|a| in_subnet(a, lan_a)))
-                    })
-                });
+            let restricted_ok = [("r1", ["r2", "u3", "u4"]), ("r2", ["r1", "u3", "u4"])].iter().all(|(obs, peers)| {
+                peers.iter().all(|p| {
+                    founds(seen, obs, &ids[p]).any(|v| addresses(v).first().is_some_and(|a| in_subnet(a, lan_a)))
+                })
+            });
             let control_ok = founds(seen, "u3", &ids["u4"]).any(|v| {
                 let addrs = addresses(v);
-                addrs.iter().any(|a| in_subnet(a, lan_a))
-                    && addrs.iter().any(|a| in_subnet(a, lan_b))
+                addrs.iter().any(|a| in_subnet(a, lan_a)) && addrs.iter().any(|a| in_subnet(a, lan_b))
             });
             restricted_ok && control_ok
         },
@@ -548,10 +446,7 @@ fn a_probe_restricted_to_one_interface_reports_only_that_subnet() {
             continue;
         }
         // Unrestricted probes leave loopback out too.
-        assert!(
-            addresses(v).iter().all(|a| !is_loopback(a)),
-            "[{who}] reported a loopback address: {v}"
-        );
+        assert!(addresses(v).iter().all(|a| !is_loopback(a)), "[{who}] reported a loopback address: {v}");
         if !who.starts_with('r') {
             continue;
         }
@@ -562,11 +457,7 @@ fn a_probe_restricted_to_one_interface_reports_only_that_subnet() {
                 Some((_, scope)) => scope == own_if,
                 None => in_subnet(&a, lan_a),
             };
-            assert!(
-                ok,
-                "[{who}] restricted to {own_if} ({lan_a}/24) reported {a}: {v}\n{}",
-                rig.diagnostics()
-            );
+            assert!(ok, "[{who}] restricted to {own_if} ({lan_a}/24) reported {a}: {v}\n{}", rig.diagnostics());
         }
     }
     eprintln!("test took {:?} in all", started.elapsed());

@@ -21,22 +21,14 @@ pub struct BackoffPolicy {
 impl BackoffPolicy {
     /// A policy; `max` is raised to `base` if smaller.
     pub fn new(base: Duration, max: Duration, max_attempts: u32) -> Self {
-        Self {
-            base,
-            max: max.max(base),
-            max_attempts,
-        }
+        Self { base, max: max.max(base), max_attempts }
     }
 
     /// Upper bound of the delay after failed attempt number `attempt` (1-based).
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let shift = attempt.saturating_sub(1).min(63);
         let factor = 1u128 << shift;
-        let ms = self
-            .base
-            .as_millis()
-            .saturating_mul(factor)
-            .min(self.max.as_millis());
+        let ms = self.base.as_millis().saturating_mul(factor).min(self.max.as_millis());
         Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 
@@ -44,11 +36,7 @@ impl BackoffPolicy {
     /// outside are clamped).
     pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
         let ceiling = self.ceiling(attempt).as_millis() as f64;
-        let j = if jitter.is_finite() {
-            jitter.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let j = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
         Duration::from_millis((ceiling / 2.0 + ceiling / 2.0 * j).round() as u64)
     }
 
@@ -64,21 +52,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn policy() -> BackoffPolicy {
-        BackoffPolicy::new(
-            Duration::from_millis(1000),
-            Duration::from_millis(300_000),
-            8,
-        )
+        BackoffPolicy::new(Duration::from_millis(1000), Duration::from_millis(300_000), 8)
     }
 
     #[test]
     fn ceilings_double_until_the_cap() {
         let p = policy();
         let c: Vec<u128> = (1..=10).map(|a| p.ceiling(a).as_millis()).collect();
-        assert_eq!(
-            c,
-            vec![1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 300000]
-        );
+        assert_eq!(c, vec![1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 300000]);
     }
 
     #[test]

@@ -137,10 +137,7 @@ impl Encoder {
         for (dot, e) in &f.register.entries {
             self.dot(dot).i64(e.at.0).json(&e.value);
         }
-        self.counts(&f.counter.pos)
-            .counts(&f.counter.neg)
-            .counts(&f.counter.floor_pos)
-            .counts(&f.counter.floor_neg)
+        self.counts(&f.counter.pos).counts(&f.counter.neg).counts(&f.counter.floor_pos).counts(&f.counter.floor_neg)
     }
 
     /// A whole entity state.

@@ -38,21 +38,8 @@ pub struct ChangeRecord {
 
 impl ChangeRecord {
     /// Builds a record and computes its checksum.
-    pub fn new(
-        origin: DeviceId,
-        seq: u64,
-        key: EntityKey,
-        at: Timestamp,
-        state: EntityState,
-    ) -> Self {
-        let mut r = Self {
-            origin,
-            seq,
-            key,
-            at,
-            state,
-            checksum: Checksum::from_bytes([0; 32]),
-        };
+    pub fn new(origin: DeviceId, seq: u64, key: EntityKey, at: Timestamp, state: EntityState) -> Self {
+        let mut r = Self { origin, seq, key, at, state, checksum: Checksum::from_bytes([0; 32]) };
         r.checksum = calculate_checksum(&r);
         r
     }
@@ -65,11 +52,7 @@ impl ChangeRecord {
     /// Canonical encoding of everything but the checksum.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut e = Encoder::new();
-        e.str(RECORD_DOMAIN)
-            .device(&self.origin)
-            .u64(self.seq)
-            .key(&self.key)
-            .i64(self.at.0);
+        e.str(RECORD_DOMAIN).device(&self.origin).u64(self.seq).key(&self.key).i64(self.at.0);
         e.entity_state(&self.state);
         e.finish()
     }
@@ -82,14 +65,10 @@ impl ChangeRecord {
     pub fn verify(&self) -> Result<(), DomainError> {
         verify_checksum(self)?;
         if self.seq == 0 {
-            return Err(DomainError::InvalidRecord(
-                "sequence numbers start at 1".into(),
-            ));
+            return Err(DomainError::InvalidRecord("sequence numbers start at 1".into()));
         }
         if self.state.context.get(&self.origin) == 0 {
-            return Err(DomainError::InvalidRecord(
-                "the origin's write is missing from the clock".into(),
-            ));
+            return Err(DomainError::InvalidRecord("the origin's write is missing from the clock".into()));
         }
         self.state.validate()
     }

@@ -76,9 +76,6 @@ pub fn verify_checksum(record: &ChangeRecord) -> Result<(), DomainError> {
     if calculate_checksum(record) == record.checksum {
         Ok(())
     } else {
-        Err(DomainError::ChecksumMismatch {
-            origin: record.origin.to_string(),
-            seq: record.seq,
-        })
+        Err(DomainError::ChecksumMismatch { origin: record.origin.to_string(), seq: record.seq })
     }
 }

@@ -63,10 +63,7 @@ impl VectorClock {
     pub fn increment(&mut self, device: &DeviceId) -> Dot {
         let n = self.0.entry(device.clone()).or_insert(0);
         *n = n.saturating_add(1);
-        Dot {
-            device: device.clone(),
-            counter: *n,
-        }
+        Dot { device: device.clone(), counter: *n }
     }
 
     /// Raises `device`'s counter to at least `counter`.

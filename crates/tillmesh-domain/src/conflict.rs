@@ -56,10 +56,7 @@ pub struct Conflict {
 impl Conflict {
     pub(crate) fn new(key: &EntityKey, field: &str, reg: &MvRegister) -> Self {
         let mut e = Encoder::new();
-        e.str("tillmesh.conflict.v1")
-            .key(key)
-            .str(field)
-            .u64(reg.entries.len() as u64);
+        e.str("tillmesh.conflict.v1").key(key).str(field).u64(reg.entries.len() as u64);
         for dot in reg.entries.keys() {
             e.dot(dot);
         }
@@ -67,21 +64,14 @@ impl Conflict {
         let values = reg
             .entries
             .iter()
-            .map(|(dot, en)| ConflictValue {
-                value: en.value.clone(),
-                device_id: dot.device.clone(),
-                at: en.at,
-            })
+            .map(|(dot, en)| ConflictValue { value: en.value.clone(), device_id: dot.device.clone(), at: en.at })
             .collect();
         Self {
             id: ConflictId(hash[..32].to_string()),
             key: key.clone(),
             field: field.to_string(),
             values,
-            provisional: reg
-                .provisional()
-                .map(|(_, e)| e.value.clone())
-                .unwrap_or(Value::Null),
+            provisional: reg.provisional().map(|(_, e)| e.value.clone()).unwrap_or(Value::Null),
         }
     }
 

@@ -46,8 +46,7 @@ impl MvRegister {
     fn join(&mut self, my_ctx: &VectorClock, other: &MvRegister, other_ctx: &VectorClock) {
         // Keep mine if the other side also has it or has never seen it; take theirs
         // if I have never seen it. Anything seen but absent was superseded.
-        self.entries
-            .retain(|dot, _| other.entries.contains_key(dot) || !other_ctx.contains(dot));
+        self.entries.retain(|dot, _| other.entries.contains_key(dot) || !other_ctx.contains(dot));
         for (dot, e) in &other.entries {
             if !my_ctx.contains(dot) {
                 self.entries.entry(dot.clone()).or_insert_with(|| e.clone());
@@ -58,9 +57,7 @@ impl MvRegister {
     /// The value shown while writes compete: the latest by writer time, ties broken by
     /// dot, so every replica with the same entries shows the same value.
     pub fn provisional(&self) -> Option<(&Dot, &RegisterEntry)> {
-        self.entries
-            .iter()
-            .max_by(|(da, a), (db, b)| a.at.cmp(&b.at).then_with(|| da.cmp(db)))
+        self.entries.iter().max_by(|(da, a), (db, b)| a.at.cmp(&b.at).then_with(|| da.cmp(db)))
     }
 
     /// Whether surviving writes hold more than one distinct value.
@@ -95,9 +92,7 @@ fn max_merge(a: &mut BTreeMap<DeviceId, u64>, b: &BTreeMap<DeviceId, u64>) {
 }
 
 fn sum_above(m: &BTreeMap<DeviceId, u64>, floor: &BTreeMap<DeviceId, u64>) -> i128 {
-    m.iter()
-        .map(|(d, n)| i128::from(n.saturating_sub(floor.get(d).copied().unwrap_or(0))))
-        .sum()
+    m.iter().map(|(d, n)| i128::from(n.saturating_sub(floor.get(d).copied().unwrap_or(0)))).sum()
 }
 
 impl PnCounter {
@@ -121,13 +116,8 @@ impl PnCounter {
 
     /// Whether any adjustment was made since the last delete.
     pub fn is_live(&self) -> bool {
-        self.pos
-            .iter()
-            .any(|(d, n)| *n > self.floor_pos.get(d).copied().unwrap_or(0))
-            || self
-                .neg
-                .iter()
-                .any(|(d, n)| *n > self.floor_neg.get(d).copied().unwrap_or(0))
+        self.pos.iter().any(|(d, n)| *n > self.floor_pos.get(d).copied().unwrap_or(0))
+            || self.neg.iter().any(|(d, n)| *n > self.floor_neg.get(d).copied().unwrap_or(0))
     }
 
     fn reset(&mut self) {
@@ -205,10 +195,7 @@ impl EntityOp {
                     validate_name("field name", name)?;
                     if let Some(v) = value {
                         if depth(v) > MAX_VALUE_DEPTH {
-                            return Err(DomainError::TooDeep {
-                                field: name.clone(),
-                                max: MAX_VALUE_DEPTH,
-                            });
+                            return Err(DomainError::TooDeep { field: name.clone(), max: MAX_VALUE_DEPTH });
                         }
                     }
                 }
@@ -264,12 +251,7 @@ impl EntityState {
     /// # Errors
     /// Validation errors, [`DomainError::FieldKindMismatch`] and
     /// [`DomainError::CounterOverflow`]; on error the state is unchanged.
-    pub fn apply_local(
-        &mut self,
-        op: &EntityOp,
-        device: &DeviceId,
-        at: Timestamp,
-    ) -> Result<Dot, DomainError> {
+    pub fn apply_local(&mut self, op: &EntityOp, device: &DeviceId, at: Timestamp) -> Result<Dot, DomainError> {
         op.validate()?;
         // Check everything before touching the state, so a rejected op changes nothing.
         match op {
@@ -297,17 +279,11 @@ impl EntityState {
                 let current = self.fields.get(field).map_or(0, |f| f.counter.total());
                 let next = current + i128::from(*delta);
                 let own = self.fields.get(field).map_or(0, |f| {
-                    let m = if *delta >= 0 {
-                        &f.counter.pos
-                    } else {
-                        &f.counter.neg
-                    };
+                    let m = if *delta >= 0 { &f.counter.pos } else { &f.counter.neg };
                     m.get(device).copied().unwrap_or(0)
                 });
                 if i64::try_from(next).is_err() || own.checked_add(delta.unsigned_abs()).is_none() {
-                    return Err(DomainError::CounterOverflow {
-                        field: field.clone(),
-                    });
+                    return Err(DomainError::CounterOverflow { field: field.clone() });
                 }
             }
             EntityOp::Delete => {}
@@ -320,13 +296,7 @@ impl EntityState {
                     let f = self.fields.entry(name.clone()).or_default();
                     f.register.entries.clear();
                     if let Some(v) = value.as_ref().filter(|v| !v.is_null()) {
-                        f.register.entries.insert(
-                            dot.clone(),
-                            RegisterEntry {
-                                value: v.clone(),
-                                at,
-                            },
-                        );
+                        f.register.entries.insert(dot.clone(), RegisterEntry { value: v.clone(), at });
                     }
                 }
             }
@@ -340,11 +310,8 @@ impl EntityState {
             EntityOp::Counter { field, delta } => {
                 self.alive = BTreeMap::from([(dot.clone(), at)]);
                 let c = &mut self.fields.entry(field.clone()).or_default().counter;
-                let (m, amount) = if *delta >= 0 {
-                    (&mut c.pos, delta.unsigned_abs())
-                } else {
-                    (&mut c.neg, delta.unsigned_abs())
-                };
+                let (m, amount) =
+                    if *delta >= 0 { (&mut c.pos, delta.unsigned_abs()) } else { (&mut c.neg, delta.unsigned_abs()) };
                 let e = m.entry(device.clone()).or_insert(0);
                 *e = e.saturating_add(amount);
             }
@@ -357,25 +324,18 @@ impl EntityState {
     pub fn join(&mut self, other: &EntityState) {
         let my_ctx = self.context.clone();
         // Alive dots follow the same keep-unless-seen rule as register entries.
-        self.alive
-            .retain(|dot, _| other.alive.contains_key(dot) || !other.context.contains(dot));
+        self.alive.retain(|dot, _| other.alive.contains_key(dot) || !other.context.contains(dot));
         for (dot, at) in &other.alive {
             if !my_ctx.contains(dot) {
                 self.alive.entry(dot.clone()).or_insert(*at);
             }
         }
         let empty = FieldState::default();
-        let names: Vec<String> = self
-            .fields
-            .keys()
-            .chain(other.fields.keys())
-            .cloned()
-            .collect();
+        let names: Vec<String> = self.fields.keys().chain(other.fields.keys()).cloned().collect();
         for name in names {
             let theirs = other.fields.get(&name).unwrap_or(&empty);
             let mine = self.fields.entry(name).or_default();
-            mine.register
-                .join(&my_ctx, &theirs.register, &other.context);
+            mine.register.join(&my_ctx, &theirs.register, &other.context);
             mine.counter.join(&theirs.counter);
         }
         self.fields.retain(|_, f| !f.is_empty());
@@ -395,16 +355,9 @@ impl EntityState {
         let fields = if self.is_deleted() {
             serde_json::Map::new()
         } else {
-            self.fields
-                .iter()
-                .filter_map(|(n, f)| f.visible().map(|v| (n.clone(), v)))
-                .collect()
+            self.fields.iter().filter_map(|(n, f)| f.visible().map(|v| (n.clone(), v))).collect()
         };
-        EntityView {
-            fields,
-            deleted: self.is_deleted(),
-            version: self.context.clone(),
-        }
+        EntityView { fields, deleted: self.is_deleted(), version: self.context.clone() }
     }
 
     /// Open conflicts: fields whose surviving writes hold different values.
@@ -425,20 +378,14 @@ impl EntityState {
         let bad = |m: String| Err(DomainError::InvalidRecord(m));
         for dot in self.alive.keys() {
             if !self.context.contains(dot) || dot.counter == 0 {
-                return bad(format!(
-                    "alive dot {}:{} outside the context",
-                    dot.device, dot.counter
-                ));
+                return bad(format!("alive dot {}:{} outside the context", dot.device, dot.counter));
             }
         }
         for (name, f) in &self.fields {
             validate_name("field name", name)?;
             for (dot, e) in &f.register.entries {
                 if !self.context.contains(dot) || dot.counter == 0 {
-                    return bad(format!(
-                        "dot {}:{} of field {name} outside the context",
-                        dot.device, dot.counter
-                    ));
+                    return bad(format!("dot {}:{} of field {name} outside the context", dot.device, dot.counter));
                 }
                 if e.value.is_null() {
                     return bad(format!("field {name} holds null"));
@@ -465,23 +412,12 @@ mod dot_map {
         entry: RegisterEntry,
     }
 
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<Dot, RegisterEntry>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter().map(|(dot, entry)| Item {
-            dot: dot.clone(),
-            entry: entry.clone(),
-        }))
+    pub fn serialize<S: Serializer>(m: &BTreeMap<Dot, RegisterEntry>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|(dot, entry)| Item { dot: dot.clone(), entry: entry.clone() }))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<Dot, RegisterEntry>, D::Error> {
-        Ok(Vec::<Item>::deserialize(d)?
-            .into_iter()
-            .map(|i| (i.dot, i.entry))
-            .collect())
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Dot, RegisterEntry>, D::Error> {
+        Ok(Vec::<Item>::deserialize(d)?.into_iter().map(|i| (i.dot, i.entry)).collect())
     }
 }
 
@@ -498,19 +434,11 @@ mod dot_set {
     }
 
     pub fn serialize<S: Serializer>(m: &BTreeMap<Dot, Timestamp>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter().map(|(dot, at)| Item {
-            dot: dot.clone(),
-            at: *at,
-        }))
+        s.collect_seq(m.iter().map(|(dot, at)| Item { dot: dot.clone(), at: *at }))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<Dot, Timestamp>, D::Error> {
-        Ok(Vec::<Item>::deserialize(d)?
-            .into_iter()
-            .map(|i| (i.dot, i.at))
-            .collect())
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Dot, Timestamp>, D::Error> {
+        Ok(Vec::<Item>::deserialize(d)?.into_iter().map(|i| (i.dot, i.at)).collect())
     }
 }
 

@@ -12,8 +12,7 @@ pub const MAX_NAME_LEN: usize = 128;
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Stable identifier of one terminal. Matches `[A-Za-z0-9_.-]{1,128}`.
@@ -31,10 +30,7 @@ impl DeviceId {
         if valid_name(&s) {
             Ok(Self(s))
         } else {
-            Err(DomainError::InvalidName {
-                what: "device id",
-                value: truncate(&s),
-            })
+            Err(DomainError::InvalidName { what: "device id", value: truncate(&s) })
         }
     }
 
@@ -75,10 +71,7 @@ pub fn validate_name(what: &'static str, s: &str) -> Result<(), DomainError> {
     if valid_name(s) {
         Ok(())
     } else {
-        Err(DomainError::InvalidName {
-            what,
-            value: truncate(s),
-        })
+        Err(DomainError::InvalidName { what, value: truncate(s) })
     }
 }
 
@@ -108,17 +101,11 @@ impl EntityKey {
     ///
     /// # Errors
     /// [`DomainError::InvalidName`] when either part is invalid.
-    pub fn new(
-        entity_type: impl Into<String>,
-        entity_id: impl Into<String>,
-    ) -> Result<Self, DomainError> {
+    pub fn new(entity_type: impl Into<String>, entity_id: impl Into<String>) -> Result<Self, DomainError> {
         let (entity_type, entity_id) = (entity_type.into(), entity_id.into());
         validate_name("entity type", &entity_type)?;
         validate_name("entity id", &entity_id)?;
-        Ok(Self {
-            entity_type,
-            entity_id,
-        })
+        Ok(Self { entity_type, entity_id })
     }
 
     /// The entity's type, e.g. `product`.

@@ -41,10 +41,7 @@ impl LivenessPolicy {
     /// missing more than one heartbeat (1.5 periods), never later than offline.
     pub fn new(heartbeat_ms: u64, offline_after_ms: u64) -> Self {
         let stale = heartbeat_ms.saturating_mul(3) / 2;
-        Self {
-            stale_after_ms: stale.min(offline_after_ms),
-            offline_after_ms,
-        }
+        Self { stale_after_ms: stale.min(offline_after_ms), offline_after_ms }
     }
 
     /// Status of a device last heard at `last_seen`, judged at `now`.
@@ -68,30 +65,15 @@ mod tests {
     fn a_device_silent_for_90_seconds_is_offline() {
         let p = LivenessPolicy::new(30_000, 90_000);
         let seen = Timestamp(1_000_000);
-        assert_eq!(
-            p.status(seen, seen.plus_millis(10_000)),
-            LivenessStatus::Online
-        );
-        assert_eq!(
-            p.status(seen, seen.plus_millis(45_000)),
-            LivenessStatus::Stale
-        );
-        assert_eq!(
-            p.status(seen, seen.plus_millis(89_999)),
-            LivenessStatus::Stale
-        );
-        assert_eq!(
-            p.status(seen, seen.plus_millis(90_000)),
-            LivenessStatus::Offline
-        );
+        assert_eq!(p.status(seen, seen.plus_millis(10_000)), LivenessStatus::Online);
+        assert_eq!(p.status(seen, seen.plus_millis(45_000)), LivenessStatus::Stale);
+        assert_eq!(p.status(seen, seen.plus_millis(89_999)), LivenessStatus::Stale);
+        assert_eq!(p.status(seen, seen.plus_millis(90_000)), LivenessStatus::Offline);
     }
 
     #[test]
     fn a_clock_that_went_backwards_counts_as_fresh() {
         let p = LivenessPolicy::new(30_000, 90_000);
-        assert_eq!(
-            p.status(Timestamp(5_000), Timestamp(1_000)),
-            LivenessStatus::Online
-        );
+        assert_eq!(p.status(Timestamp(5_000), Timestamp(1_000)), LivenessStatus::Online);
     }
 }

@@ -46,16 +46,10 @@ impl DeviceStore for SqliteStore {
     async fn local_device_id(&self, fresh: DeviceId) -> Result<DeviceId, StoreError> {
         self.write(move |conn| {
             diesel::insert_into(local_identity::table)
-                .values((
-                    local_identity::singleton.eq(1),
-                    local_identity::device_id.eq(fresh.as_str()),
-                ))
+                .values((local_identity::singleton.eq(1), local_identity::device_id.eq(fresh.as_str())))
                 .on_conflict_do_nothing()
                 .execute(conn)?;
-            let id: String = local_identity::table
-                .find(1)
-                .select(local_identity::device_id)
-                .first(conn)?;
+            let id: String = local_identity::table.find(1).select(local_identity::device_id).first(conn)?;
             DeviceId::parse(id).map_err(|e| corrupt("local device id", e))
         })
         .await
@@ -63,19 +57,11 @@ impl DeviceStore for SqliteStore {
 
     async fn upsert_device(&self, device: DeviceRecord) -> Result<(), StoreError> {
         self.write(move |conn| {
-            let existing: Option<String> = devices::table
-                .find(device.device_id.as_str())
-                .select(devices::source)
-                .first(conn)
-                .optional()?;
+            let existing: Option<String> =
+                devices::table.find(device.device_id.as_str()).select(devices::source).first(conn).optional()?;
             // A stronger source (this terminal, or paired by hand) survives rediscovery.
-            let source = match (
-                existing.as_deref().and_then(DeviceSource::parse),
-                device.source,
-            ) {
-                (Some(old @ (DeviceSource::Local | DeviceSource::Manual)), DeviceSource::Mdns) => {
-                    old
-                }
+            let source = match (existing.as_deref().and_then(DeviceSource::parse), device.source) {
+                (Some(old @ (DeviceSource::Local | DeviceSource::Manual)), DeviceSource::Mdns) => old,
                 (_, new) => new,
             };
             diesel::replace_into(devices::table)
@@ -97,18 +83,13 @@ impl DeviceStore for SqliteStore {
     async fn touch_device(&self, id: &DeviceId, at: Timestamp) -> Result<(), StoreError> {
         let id = id.clone();
         self.write(move |conn| {
-            let exists: Option<i64> = devices::table
-                .find(id.as_str())
-                .select(devices::last_seen)
-                .first(conn)
-                .optional()?;
+            let exists: Option<i64> =
+                devices::table.find(id.as_str()).select(devices::last_seen).first(conn).optional()?;
             match exists {
                 None => Err(StoreError::NotFound(format!("device {id}")).into()),
                 Some(seen) if seen >= at.0 => Ok(()),
                 Some(_) => {
-                    diesel::update(devices::table.find(id.as_str()))
-                        .set(devices::last_seen.eq(at.0))
-                        .execute(conn)?;
+                    diesel::update(devices::table.find(id.as_str())).set(devices::last_seen.eq(at.0)).execute(conn)?;
                     Ok(())
                 }
             }
@@ -119,11 +100,8 @@ impl DeviceStore for SqliteStore {
     async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         let id = id.clone();
         self.read(move |conn| {
-            let row: Option<DeviceRow> = devices::table
-                .find(id.as_str())
-                .select(DEVICE_COLUMNS)
-                .first(conn)
-                .optional()?;
+            let row: Option<DeviceRow> =
+                devices::table.find(id.as_str()).select(DEVICE_COLUMNS).first(conn).optional()?;
             row.map(device_record).transpose()
         })
         .await
@@ -131,10 +109,7 @@ impl DeviceStore for SqliteStore {
 
     async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         self.read(|conn| {
-            let rows: Vec<DeviceRow> = devices::table
-                .order(devices::device_id)
-                .select(DEVICE_COLUMNS)
-                .load(conn)?;
+            let rows: Vec<DeviceRow> = devices::table.order(devices::device_id).select(DEVICE_COLUMNS).load(conn)?;
             rows.into_iter().map(device_record).collect()
         })
         .await

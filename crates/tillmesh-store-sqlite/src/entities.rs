@@ -9,8 +9,7 @@ use diesel::SqliteConnection;
 use tillmesh_domain::digest::{entity_hash, DigestBuilder};
 use tillmesh_domain::ports::{EntityStore, LocalOutcome, StoreDigest, StoreError};
 use tillmesh_domain::{
-    ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState,
-    Timestamp,
+    ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, Timestamp,
 };
 
 use crate::json::{record_json, to_json};
@@ -69,9 +68,7 @@ impl Working {
                 },
             );
         }
-        self.slots
-            .get_mut(key)
-            .ok_or_else(|| unexpected("working set lost an entity"))
+        self.slots.get_mut(key).ok_or_else(|| unexpected("working set lost an entity"))
     }
 
     /// Stores every entity whose state changed and rebuilds its conflict rows.
@@ -88,12 +85,7 @@ impl Working {
                     None => to_json(&slot.state)?,
                 };
                 write_entity(conn, &key, &slot.state, json, slot.last_pos)?;
-                out.opened.extend(rebuild_conflicts(
-                    conn,
-                    &key,
-                    slot.before.as_ref(),
-                    &slot.state,
-                )?);
+                out.opened.extend(rebuild_conflicts(conn, &key, slot.before.as_ref(), &slot.state)?);
             }
             if let Some(i) = slot.outcome_index {
                 out.finals.push((i, slot.state));
@@ -105,22 +97,12 @@ impl Working {
 
 /// The stored state of one entity.
 pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Option<EntityState>> {
-    let json: Option<String> = entities::table
-        .find((key.entity_type(), key.entity_id()))
-        .select(entities::state)
-        .first(conn)
-        .optional()?;
-    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("entity state", e)))
-        .transpose()
+    let json: Option<String> =
+        entities::table.find((key.entity_type(), key.entity_id())).select(entities::state).first(conn).optional()?;
+    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("entity state", e))).transpose()
 }
 
-fn write_entity(
-    conn: &mut SqliteConnection,
-    key: &EntityKey,
-    state: &EntityState,
-    json: String,
-    pos: i64,
-) -> Res<()> {
+fn write_entity(conn: &mut SqliteConnection, key: &EntityKey, state: &EntityState, json: String, pos: i64) -> Res<()> {
     let hash = entity_hash(key, state);
     diesel::replace_into(entities::table)
         .values((
@@ -144,9 +126,8 @@ fn rebuild_conflicts(
     before: Option<&EntityState>,
     after: &EntityState,
 ) -> Res<Vec<Conflict>> {
-    let old: BTreeSet<ConflictId> = before
-        .map(|s| s.conflicts(key).into_iter().map(|c| c.id).collect())
-        .unwrap_or_default();
+    let old: BTreeSet<ConflictId> =
+        before.map(|s| s.conflicts(key).into_iter().map(|c| c.id).collect()).unwrap_or_default();
     let new = after.conflicts(key);
     let new_ids: BTreeSet<&ConflictId> = new.iter().map(|c| &c.id).collect();
     if new_ids.len() == old.len() && old.iter().all(|id| new_ids.contains(id)) {
@@ -186,10 +167,7 @@ fn apply_local_tx(
     ops: Vec<(EntityKey, EntityOp)>,
     at: Timestamp,
 ) -> Res<LocalOutcome> {
-    let mut outcome = LocalOutcome {
-        entities: Vec::with_capacity(ops.len()),
-        records: Vec::with_capacity(ops.len()),
-    };
+    let mut outcome = LocalOutcome { entities: Vec::with_capacity(ops.len()), records: Vec::with_capacity(ops.len()) };
     if ops.is_empty() {
         return Ok(outcome);
     }
@@ -207,22 +185,16 @@ fn apply_local_tx(
     for ((key, op), last) in ops.into_iter().zip(is_last) {
         let slot = work.slot(conn, &key)?;
         let created = !slot.exists;
-        slot.state
-            .apply_local(&op, device, at)
-            .map_err(StoreError::Rejected)?;
+        slot.state.apply_local(&op, device, at).map_err(StoreError::Rejected)?;
         slot.exists = true;
-        seq = seq
-            .checked_add(1)
-            .ok_or_else(|| unexpected("sequence numbers exhausted"))?;
+        seq = seq.checked_add(1).ok_or_else(|| unexpected("sequence numbers exhausted"))?;
         let state_json = to_json(&slot.state)?;
         let record = ChangeRecord::new(device.clone(), seq, key.clone(), at, slot.state.clone());
         slot.last_pos = log.append_local(conn, &record, &record_json(&record, &state_json)?)?;
         if last {
             slot.json = Some(state_json);
             slot.outcome_index = Some(outcome.entities.len());
-            outcome
-                .entities
-                .push((key, EntityState::default(), created));
+            outcome.entities.push((key, EntityState::default(), created));
         } else {
             outcome.entities.push((key, slot.state.clone(), created));
         }
@@ -247,8 +219,7 @@ impl EntityStore for SqliteStore {
         at: Timestamp,
     ) -> Result<LocalOutcome, StoreError> {
         let device = device.clone();
-        self.write(move |conn| apply_local_tx(conn, &device, ops, at))
-            .await
+        self.write(move |conn| apply_local_tx(conn, &device, ops, at)).await
     }
 
     async fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
@@ -274,10 +245,8 @@ impl EntityStore for SqliteStore {
                 .load(conn)?;
             rows.into_iter()
                 .map(|(id, json)| {
-                    let key = EntityKey::new(entity_type.clone(), id)
-                        .map_err(|e| corrupt("entity key", e))?;
-                    let state =
-                        serde_json::from_str(&json).map_err(|e| corrupt("entity state", e))?;
+                    let key = EntityKey::new(entity_type.clone(), id).map_err(|e| corrupt("entity key", e))?;
+                    let state = serde_json::from_str(&json).map_err(|e| corrupt("entity state", e))?;
                     Ok((key, state))
                 })
                 .collect()
@@ -288,17 +257,10 @@ impl EntityStore for SqliteStore {
     async fn open_conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
         self.read(|conn| {
             let rows: Vec<String> = conflicts::table
-                .order((
-                    conflicts::entity_type,
-                    conflicts::entity_id,
-                    conflicts::field,
-                    conflicts::conflict_id,
-                ))
+                .order((conflicts::entity_type, conflicts::entity_id, conflicts::field, conflicts::conflict_id))
                 .select(conflicts::conflict)
                 .load(conn)?;
-            rows.iter()
-                .map(|j| serde_json::from_str(j).map_err(|e| corrupt("conflict", e)))
-                .collect()
+            rows.iter().map(|j| serde_json::from_str(j).map_err(|e| corrupt("conflict", e))).collect()
         })
         .await
     }
@@ -306,13 +268,8 @@ impl EntityStore for SqliteStore {
     async fn conflict(&self, id: &ConflictId) -> Result<Option<Conflict>, StoreError> {
         let id = id.0.clone();
         self.read(move |conn| {
-            let json: Option<String> = conflicts::table
-                .find(&id)
-                .select(conflicts::conflict)
-                .first(conn)
-                .optional()?;
-            json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("conflict", e)))
-                .transpose()
+            let json: Option<String> = conflicts::table.find(&id).select(conflicts::conflict).first(conn).optional()?;
+            json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("conflict", e))).transpose()
         })
         .await
     }
@@ -322,27 +279,17 @@ impl EntityStore for SqliteStore {
             let mut builder = DigestBuilder::new();
             let rows = entities::table
                 .order((entities::entity_type, entities::entity_id))
-                .select((
-                    entities::entity_type,
-                    entities::entity_id,
-                    entities::state_hash,
-                ))
+                .select((entities::entity_type, entities::entity_id, entities::state_hash))
                 .load_iter::<(String, String, Vec<u8>), _>(conn)?;
             for row in rows {
                 let (t, id, hash) = row?;
                 let key = EntityKey::new(t, id).map_err(|e| corrupt("entity key", e))?;
-                let hash: [u8; 32] = hash
-                    .try_into()
-                    .map_err(|_| unexpected("stored entity hash is not 32 bytes"))?;
+                let hash: [u8; 32] = hash.try_into().map_err(|_| unexpected("stored entity hash is not 32 bytes"))?;
                 builder.add(&key, &Checksum::from_bytes(hash));
             }
             let open: i64 = conflicts::table.count().get_result(conn)?;
             let (digest, entities) = builder.finish();
-            Ok(StoreDigest {
-                digest,
-                entities,
-                open_conflicts: to_u64(open, "conflict count")?,
-            })
+            Ok(StoreDigest { digest, entities, open_conflicts: to_u64(open, "conflict count")? })
         })
         .await
     }

@@ -57,38 +57,24 @@ mod tests {
             fields: BTreeMap::from([
                 ("name".to_string(), Some(json!("Tea \"green\" \u{e9}\n"))),
                 ("price".to_string(), Some(json!(2.5))),
-                (
-                    "tags".to_string(),
-                    Some(json!([1, {"b": null, "a": [true]}])),
-                ),
+                ("tags".to_string(), Some(json!([1, {"b": null, "a": [true]}]))),
             ]),
         };
         a.apply_local(&put, &dev("a"), Timestamp(-5)).expect("put");
         let mut b = EntityState::default();
-        let count = EntityOp::Counter {
-            field: "qty".into(),
-            delta: -7,
-        };
-        a.apply_local(&count, &dev("a"), Timestamp(7))
-            .expect("counter");
-        let other = EntityOp::Put {
-            fields: BTreeMap::from([("name".to_string(), Some(json!("Other")))]),
-        };
+        let count = EntityOp::Counter { field: "qty".into(), delta: -7 };
+        a.apply_local(&count, &dev("a"), Timestamp(7)).expect("counter");
+        let other = EntityOp::Put { fields: BTreeMap::from([("name".to_string(), Some(json!("Other")))]) };
         b.apply_local(&other, &dev("b"), Timestamp(8)).expect("put");
         a.join(&b);
         assert_eq!(a.conflicts(&key).len(), 1, "state with a conflict");
         let mut deleted = a.clone();
-        deleted
-            .apply_local(&EntityOp::Delete, &dev("c"), Timestamp(9))
-            .expect("delete");
+        deleted.apply_local(&EntityOp::Delete, &dev("c"), Timestamp(9)).expect("delete");
 
         for (seq, state) in [(1, EntityState::default()), (u64::MAX, a), (42, deleted)] {
             let r = ChangeRecord::new(dev("a"), seq, key.clone(), Timestamp(i64::MIN), state);
             let state_json = to_json(&r.state).expect("state json");
-            assert_eq!(
-                record_json(&r, &state_json).expect("record json"),
-                serde_json::to_string(&r).expect("serde")
-            );
+            assert_eq!(record_json(&r, &state_json).expect("record json"), serde_json::to_string(&r).expect("serde"));
         }
     }
 }

@@ -36,12 +36,7 @@ impl From<Row> for Notification {
 }
 
 fn load(conn: &mut SqliteConnection, id: &str) -> Res<Option<Notification>> {
-    Ok(n::table
-        .filter(n::id.eq(id))
-        .select(Row::as_select())
-        .first(conn)
-        .optional()?
-        .map(Notification::from))
+    Ok(n::table.filter(n::id.eq(id)).select(Row::as_select()).first(conn).optional()?.map(Notification::from))
 }
 
 #[async_trait::async_trait]
@@ -83,13 +78,9 @@ impl NotificationStore for SqliteStore {
     async fn acknowledge(&self, id: &str) -> Result<Notification, StoreError> {
         let id = id.to_string();
         self.write(move |conn| {
-            let changed = diesel::update(n::table.filter(n::id.eq(&id)))
-                .set(n::acknowledged.eq(true))
-                .execute(conn)?;
+            let changed = diesel::update(n::table.filter(n::id.eq(&id))).set(n::acknowledged.eq(true)).execute(conn)?;
             if changed == 0 {
-                return Err(Fail::Store(StoreError::NotFound(format!(
-                    "notification {id}"
-                ))));
+                return Err(Fail::Store(StoreError::NotFound(format!("notification {id}"))));
             }
             load(conn, &id)?.ok_or_else(|| unexpected(format!("notification {id} vanished")))
         })

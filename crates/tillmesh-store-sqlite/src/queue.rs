@@ -53,22 +53,11 @@ fn not_found(id: &str) -> Fail {
 }
 
 fn load(conn: &mut SqliteConnection, id: &str) -> Res<Option<QueuedOperation>> {
-    q::table
-        .filter(q::id.eq(id))
-        .select(Row::as_select())
-        .first(conn)
-        .optional()?
-        .map(Row::into_operation)
-        .transpose()
+    q::table.filter(q::id.eq(id)).select(Row::as_select()).first(conn).optional()?.map(Row::into_operation).transpose()
 }
 
 /// Loads an operation that must exist and be in one of `allowed` states.
-fn load_in(
-    conn: &mut SqliteConnection,
-    id: &str,
-    allowed: &[OperationStatus],
-    action: &str,
-) -> Res<QueuedOperation> {
+fn load_in(conn: &mut SqliteConnection, id: &str, allowed: &[OperationStatus], action: &str) -> Res<QueuedOperation> {
     let op = load(conn, id)?.ok_or_else(|| not_found(id))?;
     if allowed.contains(&op.status) {
         Ok(op)
@@ -89,8 +78,7 @@ fn reload(conn: &mut SqliteConnection, id: &str) -> Res<QueuedOperation> {
 impl QueueStore for SqliteStore {
     async fn enqueue(&self, op: NewOperation) -> Result<QueuedOperation, StoreError> {
         self.write(move |conn| {
-            let payload =
-                serde_json::to_string(&op.payload).map_err(|e| unexpected(e.to_string()))?;
+            let payload = serde_json::to_string(&op.payload).map_err(|e| unexpected(e.to_string()))?;
             let inserted = diesel::insert_into(q::table)
                 .values((
                     q::id.eq(&op.id),
@@ -109,10 +97,7 @@ impl QueueStore for SqliteStore {
             match inserted {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
-                    return Err(Fail::Store(StoreError::InvalidState(format!(
-                        "operation {} already exists",
-                        op.id
-                    ))))
+                    return Err(Fail::Store(StoreError::InvalidState(format!("operation {} already exists", op.id))))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -152,13 +137,10 @@ impl QueueStore for SqliteStore {
         let id = id.to_string();
         self.write(move |conn| {
             // Compare-and-set: only one caller moves it out of pending.
-            let n = diesel::update(
-                q::table
-                    .filter(q::id.eq(&id))
-                    .filter(q::status.eq(OperationStatus::Pending.as_str())),
-            )
-            .set(q::status.eq(OperationStatus::Processing.as_str()))
-            .execute(conn)?;
+            let n =
+                diesel::update(q::table.filter(q::id.eq(&id)).filter(q::status.eq(OperationStatus::Pending.as_str())))
+                    .set(q::status.eq(OperationStatus::Processing.as_str()))
+                    .execute(conn)?;
             Ok(n == 1)
         })
         .await
@@ -167,12 +149,7 @@ impl QueueStore for SqliteStore {
     async fn mark_completed(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
         let id = id.to_string();
         self.write(move |conn| {
-            let op = load_in(
-                conn,
-                &id,
-                &[OperationStatus::Processing, OperationStatus::Pending],
-                "completed",
-            )?;
+            let op = load_in(conn, &id, &[OperationStatus::Processing, OperationStatus::Pending], "completed")?;
             diesel::update(q::table.filter(q::id.eq(&id)))
                 .set((
                     q::status.eq(OperationStatus::Completed.as_str()),
@@ -193,12 +170,7 @@ impl QueueStore for SqliteStore {
     ) -> Result<QueuedOperation, StoreError> {
         let (id, error) = (id.to_string(), error.to_string());
         self.write(move |conn| {
-            let op = load_in(
-                conn,
-                &id,
-                &[OperationStatus::Processing, OperationStatus::Pending],
-                "marked failed",
-            )?;
+            let op = load_in(conn, &id, &[OperationStatus::Processing, OperationStatus::Pending], "marked failed")?;
             let (status, next) = match retry_at {
                 Some(t) => (OperationStatus::Pending, t),
                 None => (OperationStatus::Failed, op.next_attempt_at),
@@ -230,11 +202,7 @@ impl QueueStore for SqliteStore {
             if let Some(s) = status {
                 query = query.filter(q::status.eq(s.as_str()));
             }
-            query
-                .load(conn)?
-                .into_iter()
-                .map(Row::into_operation)
-                .collect()
+            query.load(conn)?.into_iter().map(Row::into_operation).collect()
         })
         .await
     }
@@ -246,10 +214,8 @@ impl QueueStore for SqliteStore {
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         self.read(|conn| {
-            let rows: Vec<(String, i64)> = q::table
-                .group_by(q::status)
-                .select((q::status, diesel::dsl::count_star()))
-                .load(conn)?;
+            let rows: Vec<(String, i64)> =
+                q::table.group_by(q::status).select((q::status, diesel::dsl::count_star())).load(conn)?;
             let mut stats = QueueStats::default();
             for (status, n) in rows {
                 let n = u64::try_from(n).map_err(|e| corrupt("count", e))?;
@@ -286,12 +252,7 @@ impl QueueStore for SqliteStore {
     async fn cancel(&self, id: &str) -> Result<QueuedOperation, StoreError> {
         let id = id.to_string();
         self.write(move |conn| {
-            load_in(
-                conn,
-                &id,
-                &[OperationStatus::Pending, OperationStatus::Failed],
-                "cancelled",
-            )?;
+            load_in(conn, &id, &[OperationStatus::Pending, OperationStatus::Failed], "cancelled")?;
             diesel::update(q::table.filter(q::id.eq(&id)))
                 .set(q::status.eq(OperationStatus::Cancelled.as_str()))
                 .execute(conn)?;
@@ -302,10 +263,9 @@ impl QueueStore for SqliteStore {
 
     async fn recover_processing(&self) -> Result<u64, StoreError> {
         self.write(|conn| {
-            let n =
-                diesel::update(q::table.filter(q::status.eq(OperationStatus::Processing.as_str())))
-                    .set(q::status.eq(OperationStatus::Pending.as_str()))
-                    .execute(conn)?;
+            let n = diesel::update(q::table.filter(q::status.eq(OperationStatus::Processing.as_str())))
+                .set(q::status.eq(OperationStatus::Pending.as_str()))
+                .execute(conn)?;
             Ok(n as u64)
         })
         .await

@@ -70,10 +70,7 @@ pub(crate) fn unexpected(msg: impl Into<String>) -> Fail {
 
 /// Whether a database error is a UNIQUE/PRIMARY KEY violation.
 pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
 }
 
 /// Stored JSON that no longer decodes: corruption, reported as unexpected.
@@ -140,13 +137,11 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Unexpected`] when the file cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let url = path.to_str().ok_or_else(|| {
-            StoreError::Unexpected(format!("database path {} is not UTF-8", path.display()))
-        })?;
+        let url = path
+            .to_str()
+            .ok_or_else(|| StoreError::Unexpected(format!("database path {} is not UTF-8", path.display())))?;
         let writer = connect(url, false)?;
-        let readers = (0..READERS)
-            .map(|_| connect(url, true).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let readers = (0..READERS).map(|_| connect(url, true).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self::from_parts(Some(path.to_path_buf()), writer, readers))
     }
 
@@ -161,18 +156,9 @@ impl SqliteStore {
         Ok(Self::from_parts(None, writer, Vec::new()))
     }
 
-    fn from_parts(
-        location: Option<PathBuf>,
-        writer: SqliteConnection,
-        readers: Vec<Mutex<SqliteConnection>>,
-    ) -> Self {
+    fn from_parts(location: Option<PathBuf>, writer: SqliteConnection, readers: Vec<Mutex<SqliteConnection>>) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                location,
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
-            }),
+            inner: Arc::new(Inner { location, writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) }),
         }
     }
 
@@ -280,13 +266,10 @@ fn lock(m: &Mutex<SqliteConnection>) -> Res<MutexGuard<'_, SqliteConnection>> {
 
 /// Opens one connection, applies the pragmas and, for the writer, runs migrations.
 fn connect(url: &str, read_only: bool) -> Result<SqliteConnection, StoreError> {
-    let fail = |what: &str, e: &dyn fmt::Display| {
-        StoreError::Unexpected(format!("cannot {what} database {url}: {e}"))
-    };
+    let fail = |what: &str, e: &dyn fmt::Display| StoreError::Unexpected(format!("cannot {what} database {url}: {e}"));
     let mut conn = SqliteConnection::establish(url).map_err(|e| fail("open", &e))?;
     // busy_timeout first, so the WAL switch itself waits for other connections.
-    conn.batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"))
-        .map_err(|e| fail("configure", &e))?;
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};")).map_err(|e| fail("configure", &e))?;
     if read_only {
         conn.batch_execute(
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
@@ -294,10 +277,8 @@ fn connect(url: &str, read_only: bool) -> Result<SqliteConnection, StoreError> {
         )
         .map_err(|e| fail("configure", &e))?;
     } else {
-        conn.batch_execute(CONNECTION_PRAGMAS)
-            .map_err(|e| fail("configure", &e))?;
-        conn.run_pending_migrations(MIGRATIONS)
-            .map_err(|e| fail("migrate", &e))?;
+        conn.batch_execute(CONNECTION_PRAGMAS).map_err(|e| fail("configure", &e))?;
+        conn.run_pending_migrations(MIGRATIONS).map_err(|e| fail("migrate", &e))?;
     }
     Ok(conn)
 }

@@ -22,21 +22,15 @@ const MAX_SCAN: usize = 10_000;
 
 /// The highest sequence of `origin` held (0 when none).
 pub(crate) fn load_progress(conn: &mut SqliteConnection, origin: &str) -> Res<u64> {
-    let seq: Option<i64> = origin_progress::table
-        .find(origin)
-        .select(origin_progress::max_seq)
-        .first(conn)
-        .optional()?;
+    let seq: Option<i64> =
+        origin_progress::table.find(origin).select(origin_progress::max_seq).first(conn).optional()?;
     seq.map_or(Ok(0), |s| to_u64(s, "sequence"))
 }
 
 /// Records `seq` as the highest sequence of `origin` held.
 pub(crate) fn save_progress(conn: &mut SqliteConnection, origin: &str, seq: u64) -> Res<()> {
     diesel::replace_into(origin_progress::table)
-        .values((
-            origin_progress::origin.eq(origin),
-            origin_progress::max_seq.eq(to_i64(seq, "sequence")?),
-        ))
+        .values((origin_progress::origin.eq(origin), origin_progress::max_seq.eq(to_i64(seq, "sequence")?)))
         .execute(conn)?;
     Ok(())
 }
@@ -52,12 +46,8 @@ pub(crate) struct LogAppender {
 impl LogAppender {
     /// Reads the head once, at the start of the write transaction.
     pub(crate) fn new(conn: &mut SqliteConnection) -> Res<Self> {
-        let head: Option<i64> = change_log::table
-            .select(diesel::dsl::max(change_log::pos))
-            .first(conn)?;
-        Ok(Self {
-            next: head.unwrap_or(0) + 1,
-        })
+        let head: Option<i64> = change_log::table.select(diesel::dsl::max(change_log::pos)).first(conn)?;
+        Ok(Self { next: head.unwrap_or(0) + 1 })
     }
 
     /// Appends a record (with its JSON) to the log; `None` when `(origin, seq)` is
@@ -92,12 +82,7 @@ impl LogAppender {
     }
 
     /// Appends a record this terminal just made; returns its log position.
-    pub(crate) fn append_local(
-        &mut self,
-        conn: &mut SqliteConnection,
-        record: &ChangeRecord,
-        json: &str,
-    ) -> Res<i64> {
+    pub(crate) fn append_local(&mut self, conn: &mut SqliteConnection, record: &ChangeRecord, json: &str) -> Res<i64> {
         self.append(conn, record, json)?.ok_or_else(|| {
             unexpected(format!(
                 "change {}#{} is already in the log: origin progress is behind the log",
@@ -178,10 +163,7 @@ fn apply_remote_tx(
         ))
         .on_conflict(peer_cursors::device_id)
         .do_update()
-        .set((
-            peer_cursors::cursor.eq(next),
-            peer_cursors::peer_head.eq(peer_head),
-        ))
+        .set((peer_cursors::cursor.eq(next), peer_cursors::peer_head.eq(peer_head)))
         .execute(conn)?;
     Ok(outcome)
 }
@@ -195,30 +177,16 @@ fn changes_after_tx(
     known: &HashMap<String, u64>,
 ) -> Res<ChangePage> {
     let head = log_head_tx(conn)?;
-    let mut page = ChangePage {
-        changes: Vec::new(),
-        next: after,
-        has_more: false,
-        head,
-    };
+    let mut page = ChangePage { changes: Vec::new(), next: after, has_more: false, head };
     if after >= head {
         return Ok(page);
     }
     let limit = limit.max(1);
-    let scan = limit
-        .saturating_mul(20)
-        .clamp(MIN_SCAN, MAX_SCAN)
-        .max(limit);
+    let scan = limit.saturating_mul(20).clamp(MIN_SCAN, MAX_SCAN).max(limit);
     let rows = change_log::table
         .filter(change_log::pos.gt(to_i64(after, "log position")?))
         .order(change_log::pos)
-        .select((
-            change_log::pos,
-            change_log::origin,
-            change_log::seq,
-            change_log::size,
-            change_log::record,
-        ))
+        .select((change_log::pos, change_log::origin, change_log::seq, change_log::size, change_log::record))
         .limit(to_i64(scan as u64, "scan")?)
         .load_iter::<(i64, String, i64, i64, String), _>(conn)?;
     let mut bytes: usize = 0;
@@ -230,13 +198,10 @@ fn changes_after_tx(
             page.next = to_u64(pos, "log position")?;
             continue;
         }
-        if page.changes.len() >= limit
-            || (!page.changes.is_empty() && bytes.saturating_add(size) > max_bytes)
-        {
+        if page.changes.len() >= limit || (!page.changes.is_empty() && bytes.saturating_add(size) > max_bytes) {
             break;
         }
-        let change: ChangeRecord =
-            serde_json::from_str(&record).map_err(|e| corrupt("change record", e))?;
+        let change: ChangeRecord = serde_json::from_str(&record).map_err(|e| corrupt("change record", e))?;
         page.changes.push(change);
         bytes = bytes.saturating_add(size);
         page.next = to_u64(pos, "log position")?;
@@ -246,9 +211,7 @@ fn changes_after_tx(
 }
 
 fn log_head_tx(conn: &mut SqliteConnection) -> Res<u64> {
-    let head: Option<i64> = change_log::table
-        .select(diesel::dsl::max(change_log::pos))
-        .first(conn)?;
+    let head: Option<i64> = change_log::table.select(diesel::dsl::max(change_log::pos)).first(conn)?;
     to_u64(head.unwrap_or(0), "log position")
 }
 
@@ -288,12 +251,8 @@ impl SyncStore for SqliteStore {
         max_bytes: usize,
         known: &VectorClock,
     ) -> Result<ChangePage, StoreError> {
-        let known: HashMap<String, u64> = known
-            .iter()
-            .map(|(d, n)| (d.as_str().to_string(), *n))
-            .collect();
-        self.read(move |conn| changes_after_tx(conn, after, limit, max_bytes, &known))
-            .await
+        let known: HashMap<String, u64> = known.iter().map(|(d, n)| (d.as_str().to_string(), *n)).collect();
+        self.read(move |conn| changes_after_tx(conn, after, limit, max_bytes, &known)).await
     }
 
     async fn apply_remote(
@@ -314,18 +273,15 @@ impl SyncStore for SqliteStore {
         };
         self.write_after(move || {
             let prepared = prepare_remote(changes)?;
-            Ok(move |conn: &mut SqliteConnection| {
-                apply_remote_tx(conn, &peer, prepared, next, peer_head)
-            })
+            Ok(move |conn: &mut SqliteConnection| apply_remote_tx(conn, &peer, prepared, next, peer_head))
         })
         .await
     }
 
     async fn known_origins(&self) -> Result<VectorClock, StoreError> {
         self.read(|conn| {
-            let rows: Vec<(String, i64)> = origin_progress::table
-                .select((origin_progress::origin, origin_progress::max_seq))
-                .load(conn)?;
+            let rows: Vec<(String, i64)> =
+                origin_progress::table.select((origin_progress::origin, origin_progress::max_seq)).load(conn)?;
             let mut entries = Vec::with_capacity(rows.len());
             for (origin, seq) in rows {
                 let d = DeviceId::parse(origin).map_err(|e| corrupt("origin", e))?;
@@ -343,20 +299,13 @@ impl SyncStore for SqliteStore {
     async fn peer_state(&self, peer: &DeviceId) -> Result<PeerSyncState, StoreError> {
         let peer = peer.clone();
         self.read(move |conn| {
-            let row: Option<CursorRow> = peer_cursors::table
-                .find(peer.as_str())
-                .select(CURSOR_COLUMNS)
-                .first(conn)
-                .optional()?;
+            let row: Option<CursorRow> =
+                peer_cursors::table.find(peer.as_str()).select(CURSOR_COLUMNS).first(conn).optional()?;
             match row {
                 Some(r) => peer_sync_state(r),
-                None => Ok(PeerSyncState {
-                    device_id: peer,
-                    cursor: 0,
-                    peer_head: 0,
-                    last_sync: None,
-                    last_error: None,
-                }),
+                None => {
+                    Ok(PeerSyncState { device_id: peer, cursor: 0, peer_head: 0, last_sync: None, last_error: None })
+                }
             }
         })
         .await
@@ -364,10 +313,8 @@ impl SyncStore for SqliteStore {
 
     async fn peer_states(&self) -> Result<Vec<PeerSyncState>, StoreError> {
         self.read(|conn| {
-            let rows: Vec<CursorRow> = peer_cursors::table
-                .order(peer_cursors::device_id)
-                .select(CURSOR_COLUMNS)
-                .load(conn)?;
+            let rows: Vec<CursorRow> =
+                peer_cursors::table.order(peer_cursors::device_id).select(CURSOR_COLUMNS).load(conn)?;
             rows.into_iter().map(peer_sync_state).collect()
         })
         .await
@@ -392,10 +339,7 @@ impl SyncStore for SqliteStore {
                 None => insert
                     .on_conflict(peer_cursors::device_id)
                     .do_update()
-                    .set((
-                        peer_cursors::last_sync.eq(Some(at.0)),
-                        peer_cursors::last_error.eq(None::<String>),
-                    ))
+                    .set((peer_cursors::last_sync.eq(Some(at.0)), peer_cursors::last_error.eq(None::<String>)))
                     .execute(conn)?,
                 Some(e) => insert
                     .on_conflict(peer_cursors::device_id)

@@ -56,9 +56,7 @@ mod cases {
 
     use serde_json::json;
     use tillmesh_domain::device::{DeviceRecord, DeviceSource};
-    use tillmesh_domain::ports::{
-        DeviceStore, EntityStore, NotificationStore, QueueStore, StoreError, SyncStore,
-    };
+    use tillmesh_domain::ports::{DeviceStore, EntityStore, NotificationStore, QueueStore, StoreError, SyncStore};
     use tillmesh_domain::queue::{NewOperation, Notification, OperationStatus};
     use tillmesh_domain::{DomainError, EntityOp, VectorClock};
 
@@ -67,25 +65,14 @@ mod cases {
     pub async fn local_write_then_read(b: Backend) {
         let a = b.node("a").await;
         let k = key("product", "p1");
-        let out = write(
-            &a,
-            vec![(
-                k.clone(),
-                put(&[("name", json!("Tea")), ("price", json!(250))]),
-            )],
-            1_000,
-        )
-        .await;
+        let out = write(&a, vec![(k.clone(), put(&[("name", json!("Tea")), ("price", json!(250))]))], 1_000).await;
         assert_eq!(out.entities.len(), 1);
         assert_eq!(out.records.len(), 1);
         let (ok, state, created) = &out.entities[0];
         assert_eq!(ok, &k);
         assert!(created);
         let r = &out.records[0];
-        assert_eq!(
-            (r.origin.clone(), r.seq, r.key.clone()),
-            (a.id.clone(), 1, k.clone())
-        );
+        assert_eq!((r.origin.clone(), r.seq, r.key.clone()), (a.id.clone(), 1, k.clone()));
         assert_eq!(&r.state, state);
         r.verify().expect("record verifies");
 
@@ -95,10 +82,7 @@ mod cases {
         assert_eq!(view.fields.get("name"), Some(&json!("Tea")));
         assert_eq!(view.fields.get("price"), Some(&json!(250)));
         assert!(!view.deleted);
-        assert_eq!(
-            a.store.entity(&key("product", "nope")).await.expect("read"),
-            None
-        );
+        assert_eq!(a.store.entity(&key("product", "nope")).await.expect("read"), None);
 
         // An update of one field keeps the other.
         let out = write(&a, vec![(k.clone(), put(&[("price", json!(300))]))], 2_000).await;
@@ -107,10 +91,7 @@ mod cases {
         assert_eq!(visible(&a, &k, "name").await, Some(json!("Tea")));
 
         assert_eq!(a.store.log_head().await.expect("head"), 2);
-        assert_eq!(
-            a.store.known_origins().await.expect("known"),
-            VectorClock::from_entries([(a.id.clone(), 2)])
-        );
+        assert_eq!(a.store.known_origins().await.expect("known"), VectorClock::from_entries([(a.id.clone(), 2)]));
         let d = digest(&a).await;
         assert_eq!((d.entities, d.open_conflicts), (1, 0));
     }
@@ -141,12 +122,7 @@ mod cases {
     pub async fn batch_is_atomic(b: Backend) {
         let a = b.node("a").await;
         let existing = key("stock", "s0");
-        write(
-            &a,
-            vec![(existing.clone(), put(&[("name", json!("old"))]))],
-            1,
-        )
-        .await;
+        write(&a, vec![(existing.clone(), put(&[("name", json!("old"))]))], 1).await;
         let before = digest(&a).await;
         let before_state = a.store.entity(&existing).await.expect("read");
 
@@ -166,40 +142,20 @@ mod cases {
             )
             .await
             .expect_err("batch must be rejected");
-        assert!(
-            matches!(
-                err,
-                StoreError::Rejected(DomainError::FieldKindMismatch { .. })
-            ),
-            "got {err:?}"
-        );
+        assert!(matches!(err, StoreError::Rejected(DomainError::FieldKindMismatch { .. })), "got {err:?}");
         assert_eq!(a.store.entity(&k1).await.expect("read"), None);
         assert_eq!(a.store.entity(&k2).await.expect("read"), None);
         assert_eq!(a.store.entity(&existing).await.expect("read"), before_state);
         assert_eq!(a.store.log_head().await.expect("head"), 1, "no log rows");
         assert_eq!(digest(&a).await, before);
-        assert_eq!(
-            a.store.known_origins().await.expect("known"),
-            VectorClock::from_entries([(a.id.clone(), 1)])
-        );
+        assert_eq!(a.store.known_origins().await.expect("known"), VectorClock::from_entries([(a.id.clone(), 1)]));
         // The next write continues the sequence with no gap.
         let out = write(&a, vec![(k1.clone(), put(&[("name", json!("x"))]))], 3).await;
         assert_eq!(out.records[0].seq, 2);
         // An invalid name is rejected too.
-        let bad = EntityOp::Put {
-            fields: [("bad name".to_string(), Some(json!(1)))]
-                .into_iter()
-                .collect(),
-        };
-        let err = a
-            .store
-            .apply_local(&a.id, vec![(k1, bad)], ts(4))
-            .await
-            .expect_err("invalid field name");
-        assert!(matches!(
-            err,
-            StoreError::Rejected(DomainError::InvalidName { .. })
-        ));
+        let bad = EntityOp::Put { fields: [("bad name".to_string(), Some(json!(1)))].into_iter().collect() };
+        let err = a.store.apply_local(&a.id, vec![(k1, bad)], ts(4)).await.expect_err("invalid field name");
+        assert!(matches!(err, StoreError::Rejected(DomainError::InvalidName { .. })));
         assert_eq!(a.store.log_head().await.expect("head"), 2);
     }
 
@@ -207,23 +163,12 @@ mod cases {
         let a = b.node("a").await;
         let mut seqs = Vec::new();
         for batch in 0..3 {
-            let ops = (0..4)
-                .map(|i| {
-                    (
-                        key("item", &format!("i{batch}-{i}")),
-                        put(&[("n", json!(i))]),
-                    )
-                })
-                .collect();
+            let ops = (0..4).map(|i| (key("item", &format!("i{batch}-{i}")), put(&[("n", json!(i))]))).collect();
             let out = write(&a, ops, 10 + batch).await;
             seqs.extend(out.records.iter().map(|r| r.seq));
         }
         assert_eq!(seqs, (1..=12).collect::<Vec<u64>>());
-        let page = a
-            .store
-            .changes_after(0, 100, usize::MAX, &VectorClock::new())
-            .await
-            .expect("page");
+        let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
         assert_eq!(page.changes.len(), 12);
         assert_eq!(page.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), seqs);
         assert!(page.changes.iter().all(|c| c.origin == a.id));
@@ -242,59 +187,30 @@ mod cases {
             .collect();
         write(&a, ops, 1).await;
         let ids = |v: Vec<(tillmesh_domain::EntityKey, tillmesh_domain::EntityState)>| {
-            v.into_iter()
-                .map(|(k, _)| k.entity_id().to_string())
-                .collect::<Vec<_>>()
+            v.into_iter().map(|(k, _)| k.entity_id().to_string()).collect::<Vec<_>>()
         };
-        let first = a
-            .store
-            .list_entities("product", None, 2)
-            .await
-            .expect("list");
+        let first = a.store.list_entities("product", None, 2).await.expect("list");
         assert_eq!(ids(first), vec!["a", "b"]);
-        let next = a
-            .store
-            .list_entities("product", Some("b".into()), 2)
-            .await
-            .expect("list");
+        let next = a.store.list_entities("product", Some("b".into()), 2).await.expect("list");
         assert_eq!(ids(next), vec!["c", "d"]);
-        let rest = a
-            .store
-            .list_entities("product", Some("d".into()), 10)
-            .await
-            .expect("list");
+        let rest = a.store.list_entities("product", Some("d".into()), 10).await.expect("list");
         assert_eq!(ids(rest), vec!["e"]);
-        let other = a
-            .store
-            .list_entities("other", None, 10)
-            .await
-            .expect("list");
+        let other = a.store.list_entities("other", None, 10).await.expect("list");
         assert_eq!(other.len(), 1);
         assert_eq!(other[0].1.view().fields.get("n"), Some(&json!(0)));
-        assert!(a
-            .store
-            .list_entities("none", None, 10)
-            .await
-            .expect("list")
-            .is_empty());
+        assert!(a.store.list_entities("none", None, 10).await.expect("list").is_empty());
     }
 
     pub async fn changes_after_pages_by_limit(b: Backend) {
         let a = b.node("a").await;
-        let ops = (0..10)
-            .map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))])))
-            .collect();
+        let ops = (0..10).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))]))).collect();
         write(&a, ops, 1).await;
         let none = VectorClock::new();
         let mut after = 0;
         let mut seen = Vec::new();
         let mut pages = 0;
         loop {
-            let page = a
-                .store
-                .changes_after(after, 3, usize::MAX, &none)
-                .await
-                .expect("page");
+            let page = a.store.changes_after(after, 3, usize::MAX, &none).await.expect("page");
             pages += 1;
             assert!(page.changes.len() <= 3);
             assert_eq!(page.head, 10);
@@ -308,33 +224,18 @@ mod cases {
         assert_eq!(pages, 4);
         assert_eq!(seen, (1..=10).collect::<Vec<u64>>());
         // At the end: nothing more, position unchanged.
-        let end = a
-            .store
-            .changes_after(10, 3, usize::MAX, &none)
-            .await
-            .expect("page");
+        let end = a.store.changes_after(10, 3, usize::MAX, &none).await.expect("page");
         assert!(end.changes.is_empty());
         assert_eq!((end.next, end.has_more, end.head), (10, false, 10));
         // Beyond the end (a confused puller): empty, not an error.
-        let beyond = a
-            .store
-            .changes_after(99, 3, usize::MAX, &none)
-            .await
-            .expect("page");
+        let beyond = a.store.changes_after(99, 3, usize::MAX, &none).await.expect("page");
         assert!(beyond.changes.is_empty());
         assert!(!beyond.has_more);
     }
 
     pub async fn changes_after_respects_max_bytes(b: Backend) {
         let a = b.node("a").await;
-        let ops = (0..6)
-            .map(|i| {
-                (
-                    key("item", &format!("i{i}")),
-                    put(&[("n", json!("x".repeat(100)))]),
-                )
-            })
-            .collect();
+        let ops = (0..6).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!("x".repeat(100)))]))).collect();
         write(&a, ops, 1).await;
         let none = VectorClock::new();
         // A budget below one record still returns one change per page.
@@ -343,11 +244,7 @@ mod cases {
         assert_eq!((page.next, page.has_more), (1, true));
         // A budget of two records' JSON size returns two.
         let one = serde_json::to_string(&page.changes[0]).expect("json").len();
-        let page = a
-            .store
-            .changes_after(0, 100, 2 * one + 1, &none)
-            .await
-            .expect("page");
+        let page = a.store.changes_after(0, 100, 2 * one + 1, &none).await.expect("page");
         assert_eq!(page.changes.len(), 2);
         assert_eq!((page.next, page.has_more), (2, true));
         // A small page size still reaches everything.
@@ -370,64 +267,35 @@ mod cases {
         assert_eq!(a.store.log_head().await.expect("head"), 4);
 
         let known = VectorClock::from_entries([(other.id.clone(), 2)]);
-        let page = a
-            .store
-            .changes_after(0, 100, usize::MAX, &known)
-            .await
-            .expect("page");
-        let got: Vec<(String, u64)> = page
-            .changes
-            .iter()
-            .map(|c| (c.origin.to_string(), c.seq))
-            .collect();
+        let page = a.store.changes_after(0, 100, usize::MAX, &known).await.expect("page");
+        let got: Vec<(String, u64)> = page.changes.iter().map(|c| (c.origin.to_string(), c.seq)).collect();
         assert_eq!(got, vec![("a".into(), 1), ("a".into(), 2)]);
         assert_eq!((page.next, page.has_more), (4, false));
 
         // Skipped rows still advance `next`, even when the page holds nothing.
         let all = VectorClock::from_entries([(other.id.clone(), 2), (a.id.clone(), 2)]);
-        let page = a
-            .store
-            .changes_after(0, 1, usize::MAX, &all)
-            .await
-            .expect("page");
+        let page = a.store.changes_after(0, 1, usize::MAX, &all).await.expect("page");
         assert!(page.changes.is_empty());
         assert_eq!((page.next, page.has_more, page.head), (4, false, 4));
 
         // With limit 1, skipped rows before the first returned change are consumed.
         let known = VectorClock::from_entries([(a.id.clone(), 1)]);
-        let page = a
-            .store
-            .changes_after(0, 1, usize::MAX, &known)
-            .await
-            .expect("page");
+        let page = a.store.changes_after(0, 1, usize::MAX, &known).await.expect("page");
         assert_eq!(page.changes.len(), 1);
-        assert_eq!(
-            (page.changes[0].origin.clone(), page.changes[0].seq),
-            (other.id.clone(), 1)
-        );
+        assert_eq!((page.changes[0].origin.clone(), page.changes[0].seq), (other.id.clone(), 1));
         assert_eq!((page.next, page.has_more), (2, true));
     }
 
     pub async fn changes_after_bounds_the_scan(b: Backend) {
         let a = b.node("a").await;
-        let ops = (0..1_500)
-            .map(|i| (key("item", &format!("i{i}")), counter("qty", 1)))
-            .collect();
+        let ops = (0..1_500).map(|i| (key("item", &format!("i{i}")), counter("qty", 1))).collect();
         write(&a, ops, 1).await;
         let all = a.store.known_origins().await.expect("known");
         // A puller that knows everything: empty pages, advancing by bounded scans.
-        let page = a
-            .store
-            .changes_after(0, 10, usize::MAX, &all)
-            .await
-            .expect("page");
+        let page = a.store.changes_after(0, 10, usize::MAX, &all).await.expect("page");
         assert!(page.changes.is_empty());
         assert_eq!((page.next, page.has_more, page.head), (1_000, true, 1_500));
-        let page = a
-            .store
-            .changes_after(page.next, 10, usize::MAX, &all)
-            .await
-            .expect("page");
+        let page = a.store.changes_after(page.next, 10, usize::MAX, &all).await.expect("page");
         assert!(page.changes.is_empty());
         assert_eq!((page.next, page.has_more), (1_500, false));
     }
@@ -438,17 +306,8 @@ mod cases {
         write(
             &a,
             vec![
-                (
-                    key("product", "p1"),
-                    put(&[("name", json!("Tea")), ("price", json!(2.5))]),
-                ),
-                (
-                    key("product", "p2"),
-                    put(&[
-                        ("name", json!("Cake")),
-                        ("tags", json!(["x", {"y": [1, 2]}])),
-                    ]),
-                ),
+                (key("product", "p1"), put(&[("name", json!("Tea")), ("price", json!(2.5))])),
+                (key("product", "p2"), put(&[("name", json!("Cake")), ("tags", json!(["x", {"y": [1, 2]}]))])),
                 (key("stock", "p1"), counter("qty", 40)),
             ],
             1,
@@ -466,78 +325,38 @@ mod cases {
         for t in ["product", "stock"] {
             assert_eq!(all_of(&a, t).await, all_of(&bb, t).await);
         }
-        assert_eq!(
-            visible(&bb, &key("stock", "p1"), "qty").await,
-            Some(json!(37))
-        );
-        let p2 = bb
-            .store
-            .entity(&key("product", "p2"))
-            .await
-            .expect("read")
-            .expect("tombstone");
+        assert_eq!(visible(&bb, &key("stock", "p1"), "qty").await, Some(json!(37)));
+        let p2 = bb.store.entity(&key("product", "p2")).await.expect("read").expect("tombstone");
         assert!(p2.is_deleted());
         // The receiver relays: its log holds a's records with a's origin and seqs.
         assert_eq!(bb.store.log_head().await.expect("head"), 5);
-        assert_eq!(
-            bb.store.known_origins().await.expect("known"),
-            a.store.known_origins().await.expect("known")
-        );
+        assert_eq!(bb.store.known_origins().await.expect("known"), a.store.known_origins().await.expect("known"));
         let st = bb.store.peer_state(&a.id).await.expect("peer");
         assert_eq!((st.cursor, st.peer_head), (5, 5));
         // Local writes on the receiver get its own sequence, from 1.
-        let own = write(
-            &bb,
-            vec![(key("product", "p3"), put(&[("n", json!(1))]))],
-            4,
-        )
-        .await;
-        assert_eq!(
-            (own.records[0].origin.clone(), own.records[0].seq),
-            (bb.id.clone(), 1)
-        );
+        let own = write(&bb, vec![(key("product", "p3"), put(&[("n", json!(1))]))], 4).await;
+        assert_eq!((own.records[0].origin.clone(), own.records[0].seq), (bb.id.clone(), 1));
     }
 
     pub async fn duplicates_are_noops(b: Backend) {
         let a = b.node("a").await;
         let bb = b.node("b").await;
-        let ops = (0..5)
-            .map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))])))
-            .collect();
+        let ops = (0..5).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))]))).collect();
         write(&a, ops, 1).await;
-        let page = a
-            .store
-            .changes_after(0, 100, usize::MAX, &VectorClock::new())
-            .await
-            .expect("page");
-        let first = bb
-            .store
-            .apply_remote(&a.id, page.changes.clone(), page.next, page.head)
-            .await
-            .expect("apply");
+        let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        let first = bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head).await.expect("apply");
         assert_eq!((first.applied, first.duplicates), (5, 0));
         let d1 = digest(&bb).await;
-        let again = bb
-            .store
-            .apply_remote(&a.id, page.changes.clone(), page.next, page.head)
-            .await
-            .expect("apply again");
+        let again =
+            bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head).await.expect("apply again");
         assert_eq!((again.applied, again.duplicates), (0, 5));
         assert!(again.new_conflicts.is_empty());
         assert_eq!(digest(&bb).await, d1);
         assert_eq!(bb.store.log_head().await.expect("head"), 5);
         // A batch mixing held and new changes applies only the new ones.
         write(&a, vec![(key("item", "i9"), put(&[("n", json!(9))]))], 2).await;
-        let page = a
-            .store
-            .changes_after(0, 100, usize::MAX, &VectorClock::new())
-            .await
-            .expect("page");
-        let mixed = bb
-            .store
-            .apply_remote(&a.id, page.changes, page.next, page.head)
-            .await
-            .expect("apply mixed");
+        let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        let mixed = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("apply mixed");
         assert_eq!((mixed.applied, mixed.duplicates), (1, 5));
         assert_eq!(digest(&bb).await, digest(&a).await);
     }
@@ -551,15 +370,9 @@ mod cases {
         let cursor_before = bb.store.peer_state(&a.id).await.expect("peer");
         assert_eq!(cursor_before.cursor, 1);
 
-        let ops = (1..4)
-            .map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))])))
-            .collect();
+        let ops = (1..4).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))]))).collect();
         write(&a, ops, 2).await;
-        let page = a
-            .store
-            .changes_after(1, 100, usize::MAX, &VectorClock::new())
-            .await
-            .expect("page");
+        let page = a.store.changes_after(1, 100, usize::MAX, &VectorClock::new()).await.expect("page");
         assert_eq!(page.changes.len(), 3);
 
         // Change a value after the checksum was computed.
@@ -568,53 +381,25 @@ mod cases {
         for e in f.register.entries.values_mut() {
             e.value = json!(666);
         }
-        let err = bb
-            .store
-            .apply_remote(&a.id, tampered, page.next, page.head)
-            .await
-            .expect_err("tampered batch");
-        assert!(
-            matches!(
-                err,
-                StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 3, .. })
-            ),
-            "got {err:?}"
-        );
+        let err = bb.store.apply_remote(&a.id, tampered, page.next, page.head).await.expect_err("tampered batch");
+        assert!(matches!(err, StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 3, .. })), "got {err:?}");
         // A record whose checksum matches but breaks invariants (seq 0) is rejected too.
         let mut bad = page.changes[2].clone();
         bad.seq = 0;
         bad.checksum = tillmesh_domain::calculate_checksum(&bad);
         let err = bb
             .store
-            .apply_remote(
-                &a.id,
-                vec![page.changes[0].clone(), bad],
-                page.next,
-                page.head,
-            )
+            .apply_remote(&a.id, vec![page.changes[0].clone(), bad], page.next, page.head)
             .await
             .expect_err("invalid record");
-        assert!(matches!(
-            err,
-            StoreError::BadBatch(DomainError::InvalidRecord(_))
-        ));
+        assert!(matches!(err, StoreError::BadBatch(DomainError::InvalidRecord(_))));
 
         assert_eq!(digest(&bb).await, before, "nothing applied");
         assert_eq!(bb.store.log_head().await.expect("head"), 1);
-        assert_eq!(
-            bb.store.entity(&key("item", "i1")).await.expect("read"),
-            None
-        );
-        assert_eq!(
-            bb.store.peer_state(&a.id).await.expect("peer"),
-            cursor_before
-        );
+        assert_eq!(bb.store.entity(&key("item", "i1")).await.expect("read"), None);
+        assert_eq!(bb.store.peer_state(&a.id).await.expect("peer"), cursor_before);
         // The genuine batch still applies afterwards.
-        let ok = bb
-            .store
-            .apply_remote(&a.id, page.changes, page.next, page.head)
-            .await
-            .expect("genuine batch");
+        let ok = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("genuine batch");
         assert_eq!(ok.applied, 3);
         assert_eq!(digest(&bb).await, digest(&a).await);
     }
@@ -623,27 +408,11 @@ mod cases {
         let a = b.node("a").await;
         let bb = b.node("b").await;
         let k = key("product", "p1");
-        write(
-            &a,
-            vec![(
-                k.clone(),
-                put(&[("name", json!("Tea")), ("price", json!(100))]),
-            )],
-            1,
-        )
-        .await;
+        write(&a, vec![(k.clone(), put(&[("name", json!("Tea")), ("price", json!(100))]))], 1).await;
         pull(&a, &bb).await;
         // Concurrent writes: same field, different values; plus a different field.
         write(&a, vec![(k.clone(), put(&[("price", json!(120))]))], 10).await;
-        write(
-            &bb,
-            vec![(
-                k.clone(),
-                put(&[("price", json!(130)), ("name", json!("Green tea"))]),
-            )],
-            11,
-        )
-        .await;
+        write(&bb, vec![(k.clone(), put(&[("price", json!(130)), ("name", json!("Green tea"))]))], 11).await;
 
         let to_b = pull(&a, &bb).await;
         let to_a = pull(&bb, &a).await;
@@ -658,18 +427,12 @@ mod cases {
         let c = &ca[0];
         assert_eq!((c.key.clone(), c.field.as_str()), (k.clone(), "price"));
         let values: BTreeSet<String> = c.values.iter().map(|v| v.value.to_string()).collect();
-        assert_eq!(
-            values,
-            BTreeSet::from(["120".to_string(), "130".to_string()])
-        );
+        assert_eq!(values, BTreeSet::from(["120".to_string(), "130".to_string()]));
         // Provisional value: the latest writer time (b's, at 11).
         assert_eq!(c.provisional, json!(130));
         assert_eq!(visible(&a, &k, "price").await, Some(json!(130)));
         assert_eq!(visible(&a, &k, "name").await, Some(json!("Green tea")));
-        assert_eq!(
-            a.store.conflict(&c.id).await.expect("conflict").as_ref(),
-            Some(c)
-        );
+        assert_eq!(a.store.conflict(&c.id).await.expect("conflict").as_ref(), Some(c));
         let (da, db) = (digest(&a).await, digest(&bb).await);
         assert_eq!(da, db);
         assert_eq!(da.open_conflicts, 1);
@@ -679,23 +442,13 @@ mod cases {
 
         // A write that saw both values resolves it everywhere.
         write(&a, vec![(k.clone(), put(&[("price", json!(125))]))], 20).await;
-        assert!(a
-            .store
-            .open_conflicts()
-            .await
-            .expect("conflicts")
-            .is_empty());
+        assert!(a.store.open_conflicts().await.expect("conflicts").is_empty());
         let out = pull(&a, &bb).await;
         assert_eq!(out.applied, 1);
         assert!(out.new_conflicts.is_empty());
         pull(&bb, &a).await;
         for n in [&a, &bb] {
-            assert!(n
-                .store
-                .open_conflicts()
-                .await
-                .expect("conflicts")
-                .is_empty());
+            assert!(n.store.open_conflicts().await.expect("conflicts").is_empty());
             assert_eq!(n.store.conflict(&c.id).await.expect("conflict"), None);
             assert_eq!(visible(n, &k, "price").await, Some(json!(125)));
         }
@@ -719,11 +472,7 @@ mod cases {
             assert_eq!(visible(n, &k, "qty").await, Some(json!(4)));
         }
         assert_eq!(digest(&a).await, digest(&bb).await);
-        assert_eq!(
-            digest(&a).await.open_conflicts,
-            0,
-            "counters never conflict"
-        );
+        assert_eq!(digest(&a).await.open_conflicts, 0, "counters never conflict");
     }
 
     pub async fn delete_is_observed_remove(b: Backend) {
@@ -756,9 +505,7 @@ mod cases {
         let a = b.node("a").await;
         let bb = b.node("b").await;
         let c = b.node("c").await;
-        let ops = (0..7)
-            .map(|i| (key("item", &format!("a{i}")), put(&[("n", json!(i))])))
-            .collect();
+        let ops = (0..7).map(|i| (key("item", &format!("a{i}")), put(&[("n", json!(i))]))).collect();
         write(&a, ops, 1).await;
         pull(&a, &bb).await;
         write(&bb, vec![(key("item", "b0"), counter("qty", 3))], 2).await;
@@ -787,58 +534,28 @@ mod cases {
         let (p, q) = (device("peer-p"), device("peer-q"));
         let fresh = a.store.peer_state(&p).await.expect("peer");
         assert_eq!(
-            (
-                fresh.device_id.clone(),
-                fresh.cursor,
-                fresh.peer_head,
-                fresh.last_sync,
-                fresh.last_error
-            ),
+            (fresh.device_id.clone(), fresh.cursor, fresh.peer_head, fresh.last_sync, fresh.last_error),
             (p.clone(), 0, 0, None, None)
         );
         assert!(a.store.peer_states().await.expect("peers").is_empty());
 
-        a.store
-            .record_sync_result(&q, ts(5), Some("refused".into()))
-            .await
-            .expect("record");
+        a.store.record_sync_result(&q, ts(5), Some("refused".into())).await.expect("record");
         let st = a.store.peer_state(&q).await.expect("peer");
-        assert_eq!(
-            (st.cursor, st.last_sync, st.last_error.as_deref()),
-            (0, None, Some("refused"))
-        );
-        a.store
-            .apply_remote(&q, Vec::new(), 7, 9)
-            .await
-            .expect("empty batch moves the cursor");
-        a.store
-            .record_sync_result(&q, ts(10), None)
-            .await
-            .expect("record");
+        assert_eq!((st.cursor, st.last_sync, st.last_error.as_deref()), (0, None, Some("refused")));
+        a.store.apply_remote(&q, Vec::new(), 7, 9).await.expect("empty batch moves the cursor");
+        a.store.record_sync_result(&q, ts(10), None).await.expect("record");
         let st = a.store.peer_state(&q).await.expect("peer");
-        assert_eq!(
-            (st.cursor, st.peer_head, st.last_sync, st.last_error),
-            (7, 9, Some(ts(10)), None)
-        );
-        a.store
-            .record_sync_result(&q, ts(20), Some("timeout".into()))
-            .await
-            .expect("record");
+        assert_eq!((st.cursor, st.peer_head, st.last_sync, st.last_error), (7, 9, Some(ts(10)), None));
+        a.store.record_sync_result(&q, ts(20), Some("timeout".into())).await.expect("record");
         let st = a.store.peer_state(&q).await.expect("peer");
         assert_eq!(
             (st.cursor, st.last_sync, st.last_error.as_deref()),
             (7, Some(ts(10)), Some("timeout")),
             "a failure keeps the cursor and the last success"
         );
-        a.store
-            .record_sync_result(&p, ts(30), None)
-            .await
-            .expect("record");
+        a.store.record_sync_result(&p, ts(30), None).await.expect("record");
         let all = a.store.peer_states().await.expect("peers");
-        assert_eq!(
-            all.iter().map(|s| s.device_id.clone()).collect::<Vec<_>>(),
-            vec![p, q]
-        );
+        assert_eq!(all.iter().map(|s| s.device_id.clone()).collect::<Vec<_>>(), vec![p, q]);
     }
 
     pub async fn device_identity(b: Backend) {
@@ -865,15 +582,9 @@ mod cases {
         let a = b.node("a").await;
         let s = &a.store;
         assert_eq!(s.device(&device("zz")).await.expect("read"), None);
-        s.upsert_device(record("m", DeviceSource::Manual, "10.0.0.1", 10))
-            .await
-            .expect("upsert");
-        s.upsert_device(record("a", DeviceSource::Local, "127.0.0.1", 10))
-            .await
-            .expect("upsert");
-        s.upsert_device(record("d", DeviceSource::Mdns, "10.0.0.3", 10))
-            .await
-            .expect("upsert");
+        s.upsert_device(record("m", DeviceSource::Manual, "10.0.0.1", 10)).await.expect("upsert");
+        s.upsert_device(record("a", DeviceSource::Local, "127.0.0.1", 10)).await.expect("upsert");
+        s.upsert_device(record("d", DeviceSource::Mdns, "10.0.0.3", 10)).await.expect("upsert");
 
         // Rediscovery by mDNS keeps the stronger source but updates the rest.
         let mut seen = record("m", DeviceSource::Mdns, "10.0.0.9", 20);
@@ -882,58 +593,22 @@ mod cases {
         s.upsert_device(seen).await.expect("upsert");
         let m = s.device(&device("m")).await.expect("read").expect("m");
         assert_eq!(m.source, DeviceSource::Manual);
-        assert_eq!(
-            (m.address.as_str(), m.port, m.last_seen, m.trusted),
-            ("10.0.0.9", 9090, ts(20), true)
-        );
-        s.upsert_device(record("a", DeviceSource::Mdns, "10.0.0.2", 20))
-            .await
-            .expect("upsert");
-        assert_eq!(
-            s.device(&device("a"))
-                .await
-                .expect("read")
-                .expect("a")
-                .source,
-            DeviceSource::Local
-        );
+        assert_eq!((m.address.as_str(), m.port, m.last_seen, m.trusted), ("10.0.0.9", 9090, ts(20), true));
+        s.upsert_device(record("a", DeviceSource::Mdns, "10.0.0.2", 20)).await.expect("upsert");
+        assert_eq!(s.device(&device("a")).await.expect("read").expect("a").source, DeviceSource::Local);
         // Upgrading mdns -> manual is allowed.
-        s.upsert_device(record("d", DeviceSource::Manual, "10.0.0.3", 20))
-            .await
-            .expect("upsert");
-        assert_eq!(
-            s.device(&device("d"))
-                .await
-                .expect("read")
-                .expect("d")
-                .source,
-            DeviceSource::Manual
-        );
+        s.upsert_device(record("d", DeviceSource::Manual, "10.0.0.3", 20)).await.expect("upsert");
+        assert_eq!(s.device(&device("d")).await.expect("read").expect("d").source, DeviceSource::Manual);
 
         // touch never moves last_seen backwards.
         s.touch_device(&device("d"), ts(50)).await.expect("touch");
         s.touch_device(&device("d"), ts(40)).await.expect("touch");
-        assert_eq!(
-            s.device(&device("d"))
-                .await
-                .expect("read")
-                .expect("d")
-                .last_seen,
-            ts(50)
-        );
-        let err = s
-            .touch_device(&device("ghost"), ts(1))
-            .await
-            .expect_err("unknown");
+        assert_eq!(s.device(&device("d")).await.expect("read").expect("d").last_seen, ts(50));
+        let err = s.touch_device(&device("ghost"), ts(1)).await.expect_err("unknown");
         assert!(matches!(err, StoreError::NotFound(_)));
 
-        let ids: Vec<String> = s
-            .devices()
-            .await
-            .expect("devices")
-            .into_iter()
-            .map(|d| d.device_id.to_string())
-            .collect();
+        let ids: Vec<String> =
+            s.devices().await.expect("devices").into_iter().map(|d| d.device_id.to_string()).collect();
         assert_eq!(ids, vec!["a", "d", "m"]);
     }
 
@@ -953,19 +628,11 @@ mod cases {
         let s = &a.store;
         let op = s.enqueue(new_op("op1", 100)).await.expect("enqueue");
         assert_eq!(
-            (
-                op.status,
-                op.attempts,
-                op.next_attempt_at,
-                op.last_error.clone()
-            ),
+            (op.status, op.attempts, op.next_attempt_at, op.last_error.clone()),
             (OperationStatus::Pending, 0, ts(100), None)
         );
         assert_eq!(s.operation("op1").await.expect("read"), Some(op.clone()));
-        let err = s
-            .enqueue(new_op("op1", 200))
-            .await
-            .expect_err("duplicate id");
+        let err = s.enqueue(new_op("op1", 200)).await.expect_err("duplicate id");
         assert!(matches!(err, StoreError::InvalidState(_)));
 
         assert!(s.due(ts(99), 10).await.expect("due").is_empty());
@@ -975,23 +642,12 @@ mod cases {
         assert!(s.mark_processing("op1").await.expect("claim"));
         assert!(!s.mark_processing("op1").await.expect("claim again"));
         assert!(!s.mark_processing("ghost").await.expect("claim unknown"));
-        assert!(
-            s.due(ts(1_000), 10).await.expect("due").is_empty(),
-            "processing is not due"
-        );
+        assert!(s.due(ts(1_000), 10).await.expect("due").is_empty(), "processing is not due");
 
         // A failed attempt with a retry goes back to pending, due later.
-        let failed = s
-            .mark_failed("op1", "503", Some(ts(500)))
-            .await
-            .expect("fail");
+        let failed = s.mark_failed("op1", "503", Some(ts(500))).await.expect("fail");
         assert_eq!(
-            (
-                failed.status,
-                failed.attempts,
-                failed.next_attempt_at,
-                failed.last_error.as_deref()
-            ),
+            (failed.status, failed.attempts, failed.next_attempt_at, failed.last_error.as_deref()),
             (OperationStatus::Pending, 1, ts(500), Some("503"))
         );
         assert!(s.due(ts(499), 10).await.expect("due").is_empty());
@@ -999,53 +655,29 @@ mod cases {
 
         // A final failure.
         assert!(s.mark_processing("op1").await.expect("claim"));
-        let dead = s
-            .mark_failed("op1", "400 rejected", None)
-            .await
-            .expect("fail");
+        let dead = s.mark_failed("op1", "400 rejected", None).await.expect("fail");
         assert_eq!(
             (dead.status, dead.attempts, dead.last_error.as_deref()),
             (OperationStatus::Failed, 2, Some("400 rejected"))
         );
-        assert!(!s
-            .mark_processing("op1")
-            .await
-            .expect("failed is not claimable"));
-        let err = s
-            .mark_completed("op1", ts(600))
-            .await
-            .expect_err("failed cannot complete");
+        assert!(!s.mark_processing("op1").await.expect("failed is not claimable"));
+        let err = s.mark_completed("op1", ts(600)).await.expect_err("failed cannot complete");
         assert!(matches!(err, StoreError::InvalidState(_)));
 
         // Operator retry: attempts reset, due now.
         let retried = s.retry("op1", ts(700)).await.expect("retry");
-        assert_eq!(
-            (retried.status, retried.attempts, retried.next_attempt_at),
-            (OperationStatus::Pending, 0, ts(700))
-        );
-        let err = s
-            .retry("op1", ts(701))
-            .await
-            .expect_err("only failed can be retried");
+        assert_eq!((retried.status, retried.attempts, retried.next_attempt_at), (OperationStatus::Pending, 0, ts(700)));
+        let err = s.retry("op1", ts(701)).await.expect_err("only failed can be retried");
         assert!(matches!(err, StoreError::InvalidState(_)));
 
         // Delivered.
         assert!(s.mark_processing("op1").await.expect("claim"));
         s.mark_completed("op1", ts(800)).await.expect("complete");
         let done = s.operation("op1").await.expect("read").expect("op1");
-        assert_eq!(
-            (done.status, done.attempts),
-            (OperationStatus::Completed, 1)
-        );
-        let err = s
-            .cancel("op1")
-            .await
-            .expect_err("completed cannot be cancelled");
+        assert_eq!((done.status, done.attempts), (OperationStatus::Completed, 1));
+        let err = s.cancel("op1").await.expect_err("completed cannot be cancelled");
         assert!(matches!(err, StoreError::InvalidState(_)));
-        let err = s
-            .mark_failed("op1", "late", None)
-            .await
-            .expect_err("completed cannot fail");
+        let err = s.mark_failed("op1", "late", None).await.expect_err("completed cannot fail");
         assert!(matches!(err, StoreError::InvalidState(_)));
 
         // Cancel from pending and from failed.
@@ -1054,32 +686,17 @@ mod cases {
         assert_eq!(c.status, OperationStatus::Cancelled);
         s.enqueue(new_op("op3", 120)).await.expect("enqueue");
         assert!(s.mark_processing("op3").await.expect("claim"));
-        let err = s
-            .cancel("op3")
-            .await
-            .expect_err("processing cannot be cancelled");
+        let err = s.cancel("op3").await.expect_err("processing cannot be cancelled");
         assert!(matches!(err, StoreError::InvalidState(_)));
         s.mark_failed("op3", "boom", None).await.expect("fail");
-        assert_eq!(
-            s.cancel("op3").await.expect("cancel failed").status,
-            OperationStatus::Cancelled
-        );
-        assert!(!s
-            .mark_processing("op3")
-            .await
-            .expect("cancelled is not claimable"));
+        assert_eq!(s.cancel("op3").await.expect("cancel failed").status, OperationStatus::Cancelled);
+        assert!(!s.mark_processing("op3").await.expect("cancelled is not claimable"));
 
         // Unknown ids.
         for err in [
             s.mark_completed("ghost", ts(1)).await.expect_err("unknown"),
-            s.mark_failed("ghost", "x", None)
-                .await
-                .map(|_| ())
-                .expect_err("unknown"),
-            s.retry("ghost", ts(1))
-                .await
-                .map(|_| ())
-                .expect_err("unknown"),
+            s.mark_failed("ghost", "x", None).await.map(|_| ()).expect_err("unknown"),
+            s.retry("ghost", ts(1)).await.map(|_| ()).expect_err("unknown"),
             s.cancel("ghost").await.map(|_| ()).expect_err("unknown"),
         ] {
             assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
@@ -1093,19 +710,13 @@ mod cases {
         assert!(s.mark_processing("op5").await.expect("claim"));
         assert_eq!(s.recover_processing().await.expect("recover"), 2);
         assert_eq!(s.recover_processing().await.expect("recover"), 0);
-        assert_eq!(
-            s.operation("op4").await.expect("read").expect("op4").status,
-            OperationStatus::Pending
-        );
+        assert_eq!(s.operation("op4").await.expect("read").expect("op4").status, OperationStatus::Pending);
     }
 
     pub async fn queue_cas_under_contention(b: Backend) {
         let a = b.node("a").await;
         for i in 0..20 {
-            a.store
-                .enqueue(new_op(&format!("op{i}"), i))
-                .await
-                .expect("enqueue");
+            a.store.enqueue(new_op(&format!("op{i}"), i)).await.expect("enqueue");
         }
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -1136,27 +747,14 @@ mod cases {
         let a = b.node("a").await;
         let s = &a.store;
         for (i, created) in [(1, 300), (2, 100), (3, 200), (4, 200)] {
-            s.enqueue(new_op(&format!("op{i}"), created))
-                .await
-                .expect("enqueue");
+            s.enqueue(new_op(&format!("op{i}"), created)).await.expect("enqueue");
         }
-        let ids = |v: Vec<tillmesh_domain::queue::QueuedOperation>| {
-            v.into_iter().map(|o| o.id).collect::<Vec<_>>()
-        };
+        let ids = |v: Vec<tillmesh_domain::queue::QueuedOperation>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
         // Newest first; equal times by insertion, latest first.
-        assert_eq!(
-            ids(s.operations(None, 10).await.expect("ops")),
-            vec!["op1", "op4", "op3", "op2"]
-        );
-        assert_eq!(
-            ids(s.operations(None, 2).await.expect("ops")),
-            vec!["op1", "op4"]
-        );
+        assert_eq!(ids(s.operations(None, 10).await.expect("ops")), vec!["op1", "op4", "op3", "op2"]);
+        assert_eq!(ids(s.operations(None, 2).await.expect("ops")), vec!["op1", "op4"]);
         // Due by next attempt time.
-        assert_eq!(
-            ids(s.due(ts(1_000), 10).await.expect("due")),
-            vec!["op2", "op3", "op4", "op1"]
-        );
+        assert_eq!(ids(s.due(ts(1_000), 10).await.expect("due")), vec!["op2", "op3", "op4", "op1"]);
         assert_eq!(ids(s.due(ts(1_000), 1).await.expect("due")), vec!["op2"]);
 
         assert!(s.mark_processing("op1").await.expect("claim"));
@@ -1168,31 +766,10 @@ mod cases {
         s.enqueue(new_op("op5", 50)).await.expect("enqueue");
 
         let st = s.stats().await.expect("stats");
-        assert_eq!(
-            (st.pending, st.processing, st.completed, st.failed),
-            (1, 1, 1, 1)
-        );
-        assert_eq!(
-            ids(s
-                .operations(Some(OperationStatus::Failed), 10)
-                .await
-                .expect("ops")),
-            vec!["op3"]
-        );
-        assert_eq!(
-            ids(s
-                .operations(Some(OperationStatus::Cancelled), 10)
-                .await
-                .expect("ops")),
-            vec!["op4"]
-        );
-        assert_eq!(
-            ids(s
-                .operations(Some(OperationStatus::Pending), 10)
-                .await
-                .expect("ops")),
-            vec!["op5"]
-        );
+        assert_eq!((st.pending, st.processing, st.completed, st.failed), (1, 1, 1, 1));
+        assert_eq!(ids(s.operations(Some(OperationStatus::Failed), 10).await.expect("ops")), vec!["op3"]);
+        assert_eq!(ids(s.operations(Some(OperationStatus::Cancelled), 10).await.expect("ops")), vec!["op4"]);
+        assert_eq!(ids(s.operations(Some(OperationStatus::Pending), 10).await.expect("ops")), vec!["op5"]);
         let op3 = s.operation("op3").await.expect("read").expect("op3");
         assert_eq!(op3.payload, json!({"sale": "op3", "lines": [1, 2]}));
         assert_eq!(op3.max_retries, 3);

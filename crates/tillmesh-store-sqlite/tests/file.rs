@@ -6,9 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use serde_json::json;
-use tillmesh_domain::ports::{
-    DeviceStore, EntityStore, NotificationStore, QueueStore, StoreError, SyncStore,
-};
+use tillmesh_domain::ports::{DeviceStore, EntityStore, NotificationStore, QueueStore, StoreError, SyncStore};
 use tillmesh_domain::queue::{NewOperation, Notification, OperationStatus};
 use tillmesh_domain::{DomainError, VectorClock};
 use tillmesh_store_sqlite::SqliteStore;
@@ -19,26 +17,15 @@ use common::*;
 async fn reopen_keeps_everything() {
     let a = Backend::File.node("a").await;
     let peer = Backend::Memory.node("peer").await;
-    write(
-        &peer,
-        vec![(key("product", "p9"), put(&[("name", json!("Remote"))]))],
-        1,
-    )
-    .await;
+    write(&peer, vec![(key("product", "p9"), put(&[("name", json!("Remote"))]))], 1).await;
     pull(&peer, &a).await;
     write(
         &a,
-        vec![
-            (key("product", "p1"), put(&[("name", json!("Tea"))])),
-            (key("stock", "p1"), counter("qty", 12)),
-        ],
+        vec![(key("product", "p1"), put(&[("name", json!("Tea"))])), (key("stock", "p1"), counter("qty", 12))],
         2,
     )
     .await;
-    a.store
-        .record_sync_result(&peer.id, ts(3), None)
-        .await
-        .expect("record");
+    a.store.record_sync_result(&peer.id, ts(3), None).await.expect("record");
     a.store
         .enqueue(NewOperation {
             id: "op1".into(),
@@ -64,11 +51,7 @@ async fn reopen_keeps_everything() {
         .expect("notify");
 
     let digest_before = digest(&a).await;
-    let log_before = a
-        .store
-        .changes_after(0, 100, usize::MAX, &VectorClock::new())
-        .await
-        .expect("log");
+    let log_before = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("log");
     let peer_before = a.store.peer_state(&peer.id).await.expect("peer");
     let known_before = a.store.known_origins().await.expect("known");
     let path = a.path().expect("file node");
@@ -77,35 +60,19 @@ async fn reopen_keeps_everything() {
 
     let reopened = SqliteStore::open(&path).expect("reopen");
     assert_eq!(reopened.digest().await.expect("digest"), digest_before);
-    assert_eq!(
-        reopened
-            .changes_after(0, 100, usize::MAX, &VectorClock::new())
-            .await
-            .expect("log"),
-        log_before
-    );
+    assert_eq!(reopened.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("log"), log_before);
     assert_eq!(log_before.changes.len(), 3);
-    assert_eq!(
-        reopened.peer_state(&peer.id).await.expect("peer"),
-        peer_before
-    );
+    assert_eq!(reopened.peer_state(&peer.id).await.expect("peer"), peer_before);
     assert_eq!(peer_before.last_sync, Some(ts(3)));
     assert_eq!(reopened.known_origins().await.expect("known"), known_before);
-    assert_eq!(
-        reopened.local_device_id(device("other")).await.expect("id"),
-        device("a")
-    );
+    assert_eq!(reopened.local_device_id(device("other")).await.expect("id"), device("a"));
     let op = reopened.operation("op1").await.expect("read").expect("op1");
     assert_eq!(op.status, OperationStatus::Processing);
     assert_eq!(reopened.recover_processing().await.expect("recover"), 1);
     assert_eq!(reopened.notifications(10).await.expect("list").len(), 1);
     // Writing continues the sequence where it stopped.
     let out = reopened
-        .apply_local(
-            &device("a"),
-            vec![(key("product", "p2"), put(&[("n", json!(1))]))],
-            ts(6),
-        )
+        .apply_local(&device("a"), vec![(key("product", "p2"), put(&[("n", json!(1))]))], ts(6))
         .await
         .expect("write");
     assert_eq!(out.records[0].seq, 3);
@@ -117,28 +84,15 @@ async fn reopen_keeps_everything() {
 async fn rejected_remote_batch_leaves_the_file_untouched() {
     let a = Backend::Memory.node("a").await;
     let b = Backend::File.node("b").await;
-    let ops = (0..50)
-        .map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))])))
-        .collect();
+    let ops = (0..50).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))]))).collect();
     write(&a, ops, 1).await;
-    let page = a
-        .store
-        .changes_after(0, 100, usize::MAX, &VectorClock::new())
-        .await
-        .expect("page");
+    let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
     // The last record of the batch is corrupt: nothing before it may land either.
     let mut changes = page.changes.clone();
     let last = changes.last_mut().expect("non-empty");
     last.at = ts(last.at.0 + 1);
-    let err = b
-        .store
-        .apply_remote(&a.id, changes, page.next, page.head)
-        .await
-        .expect_err("bad batch");
-    assert!(matches!(
-        err,
-        StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 50, .. })
-    ));
+    let err = b.store.apply_remote(&a.id, changes, page.next, page.head).await.expect_err("bad batch");
+    assert!(matches!(err, StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 50, .. })));
 
     let path = b.path().expect("file node");
     let Node { store, dir, .. } = b;
@@ -169,15 +123,9 @@ async fn concurrent_local_writes_lose_nothing() {
                     // A field of the shared entity each task owns alone.
                     2 => (shared.clone(), put(&[(&format!("last_{t}"), json!(i))])),
                     // The task's own entities.
-                    _ => (
-                        key("item", &format!("t{t}-{}", (i / 4) % 10)),
-                        put(&[("i", json!(i))]),
-                    ),
+                    _ => (key("item", &format!("t{t}-{}", (i / 4) % 10)), put(&[("i", json!(i))])),
                 };
-                store
-                    .apply_local(&id, vec![op], ts(i))
-                    .await
-                    .expect("concurrent write");
+                store.apply_local(&id, vec![op], ts(i)).await.expect("concurrent write");
             }
         }));
     }
@@ -200,42 +148,23 @@ async fn concurrent_local_writes_lose_nothing() {
     reader.await.expect("reader task");
 
     assert_eq!(node.store.log_head().await.expect("head"), 3_200);
-    assert_eq!(
-        node.store.known_origins().await.expect("known"),
-        VectorClock::from_entries([(node.id.clone(), 3_200)])
-    );
+    assert_eq!(node.store.known_origins().await.expect("known"), VectorClock::from_entries([(node.id.clone(), 3_200)]));
     let mut seqs = BTreeSet::new();
     let mut after = 0;
     loop {
-        let page = node
-            .store
-            .changes_after(after, 1_000, usize::MAX, &VectorClock::new())
-            .await
-            .expect("page");
+        let page = node.store.changes_after(after, 1_000, usize::MAX, &VectorClock::new()).await.expect("page");
         seqs.extend(page.changes.iter().map(|c| c.seq));
         after = page.next;
         if !page.has_more {
             break;
         }
     }
-    assert_eq!(
-        seqs,
-        (1..=3_200).collect::<BTreeSet<u64>>(),
-        "gap-free, no duplicates"
-    );
+    assert_eq!(seqs, (1..=3_200).collect::<BTreeSet<u64>>(), "gap-free, no duplicates");
     // 100 increments per task of t + 1: 100 × (1 + … + 16).
     assert_eq!(visible(&node, &shared, "qty").await, Some(json!(13_600)));
-    let state = node
-        .store
-        .entity(&shared)
-        .await
-        .expect("read")
-        .expect("shared");
+    let state = node.store.entity(&shared).await.expect("read").expect("shared");
     for t in 0..16 {
-        assert_eq!(
-            state.view().fields.get(&format!("last_{t}")),
-            Some(&json!(198))
-        );
+        assert_eq!(state.view().fields.get(&format!("last_{t}")), Some(&json!(198)));
     }
     assert_eq!(digest(&node).await.entities, 1 + 16 * 10);
 }
@@ -247,23 +176,14 @@ async fn file_uses_wal_and_two_handles_see_each_other() {
     let first = SqliteStore::open(&path).expect("open");
     let second = SqliteStore::open(&path).expect("open again (migrations already applied)");
     let a = device("a");
-    first
-        .apply_local(&a, vec![(key("x", "1"), put(&[("n", json!(1))]))], ts(1))
-        .await
-        .expect("write");
+    first.apply_local(&a, vec![(key("x", "1"), put(&[("n", json!(1))]))], ts(1)).await.expect("write");
     assert_eq!(second.log_head().await.expect("head"), 1);
     second
         .apply_local(&a, vec![(key("x", "2"), put(&[("n", json!(2))]))], ts(2))
         .await
         .expect("write through the other handle");
-    assert_eq!(
-        first.digest().await.expect("digest"),
-        second.digest().await.expect("digest")
-    );
-    assert!(
-        dir.path().join("shared.db-wal").exists(),
-        "the file runs in WAL mode"
-    );
+    assert_eq!(first.digest().await.expect("digest"), second.digest().await.expect("digest"));
+    assert!(dir.path().join("shared.db-wal").exists(), "the file runs in WAL mode");
 }
 
 #[test]

@@ -68,11 +68,7 @@ pub fn tag_matches(expected: &Tag, presented_hex: &str) -> bool {
     if hex::decode_to_slice(presented_hex, &mut got).is_err() {
         return false;
     }
-    expected
-        .iter()
-        .zip(got.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    expected.iter().zip(got.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// The inputs both sides of a session handshake bind their proofs to.
@@ -143,13 +139,7 @@ mod tests {
     use super::*;
 
     fn hs() -> Handshake<'static> {
-        Handshake {
-            session_id: "s",
-            client_nonce: "c",
-            server_nonce: "n",
-            client_device: "a",
-            server_device: "b",
-        }
+        Handshake { session_id: "s", client_nonce: "c", server_nonce: "n", client_device: "a", server_device: "b" }
     }
 
     #[test]
@@ -165,10 +155,7 @@ mod tests {
 
     #[test]
     fn length_prefixes_keep_shifted_boundaries_apart() {
-        assert_ne!(
-            mac(b"k", "l", &[b"ab", b"c"]),
-            mac(b"k", "l", &[b"a", b"bc"])
-        );
+        assert_ne!(mac(b"k", "l", &[b"ab", b"c"]), mac(b"k", "l", &[b"a", b"bc"]));
     }
 
     #[test]
@@ -187,25 +174,10 @@ mod tests {
     fn request_signatures_bind_every_field() {
         let k = [7u8; 32];
         let base = request_signature(&k, "POST", "/peer/v1/pull", "", 1, "00");
-        assert_ne!(
-            base,
-            request_signature(&k, "GET", "/peer/v1/pull", "", 1, "00")
-        );
-        assert_ne!(
-            base,
-            request_signature(&k, "POST", "/peer/v1/pulx", "", 1, "00")
-        );
-        assert_ne!(
-            base,
-            request_signature(&k, "POST", "/peer/v1/pull", "a=1", 1, "00")
-        );
-        assert_ne!(
-            base,
-            request_signature(&k, "POST", "/peer/v1/pull", "", 2, "00")
-        );
-        assert_ne!(
-            base,
-            request_signature(&k, "POST", "/peer/v1/pull", "", 1, "01")
-        );
+        assert_ne!(base, request_signature(&k, "GET", "/peer/v1/pull", "", 1, "00"));
+        assert_ne!(base, request_signature(&k, "POST", "/peer/v1/pulx", "", 1, "00"));
+        assert_ne!(base, request_signature(&k, "POST", "/peer/v1/pull", "a=1", 1, "00"));
+        assert_ne!(base, request_signature(&k, "POST", "/peer/v1/pull", "", 2, "00"));
+        assert_ne!(base, request_signature(&k, "POST", "/peer/v1/pull", "", 1, "01"));
     }
 }

@@ -23,11 +23,8 @@ pub struct ClientJoin {
 
 /// Starts the client side: returns the state and the message to send.
 pub fn client_start(code: &str) -> (ClientJoin, Vec<u8>) {
-    let (state, msg) = Spake2::<Ed25519Group>::start_a(
-        &password(code),
-        &Identity::new(ID_CLIENT),
-        &Identity::new(ID_SERVER),
-    );
+    let (state, msg) =
+        Spake2::<Ed25519Group>::start_a(&password(code), &Identity::new(ID_CLIENT), &Identity::new(ID_SERVER));
     (ClientJoin { state }, msg)
 }
 
@@ -41,11 +38,8 @@ impl ClientJoin {
 /// The server side in one step: the agreed key and the message to send back;
 /// `None` when the client's message is malformed.
 pub fn server_respond(code: &str, client_msg: &[u8]) -> Option<(JoinKey, Vec<u8>)> {
-    let (state, msg) = Spake2::<Ed25519Group>::start_b(
-        &password(code),
-        &Identity::new(ID_CLIENT),
-        &Identity::new(ID_SERVER),
-    );
+    let (state, msg) =
+        Spake2::<Ed25519Group>::start_b(&password(code), &Identity::new(ID_CLIENT), &Identity::new(ID_SERVER));
     let key = key_from(state.finish(client_msg).ok()?)?;
     Some((key, msg))
 }
@@ -114,16 +108,8 @@ impl JoinKey {
 
     /// Seals `secret` (encrypt-then-MAC): returns the ciphertext and its tag.
     pub fn seal(&self, join_id: &str, secret: &[u8]) -> (Vec<u8>, Tag) {
-        let sealed: Vec<u8> = secret
-            .iter()
-            .zip(self.keystream(join_id, secret.len()))
-            .map(|(a, b)| a ^ b)
-            .collect();
-        let tag = mac(
-            &self.0,
-            "tillmesh-join-tag-v1",
-            &[join_id.as_bytes(), &sealed],
-        );
+        let sealed: Vec<u8> = secret.iter().zip(self.keystream(join_id, secret.len())).map(|(a, b)| a ^ b).collect();
+        let tag = mac(&self.0, "tillmesh-join-tag-v1", &[join_id.as_bytes(), &sealed]);
         (sealed, tag)
     }
 
@@ -132,21 +118,11 @@ impl JoinKey {
         if sealed.len() > MAX_SEALED_KEY {
             return None;
         }
-        let tag = mac(
-            &self.0,
-            "tillmesh-join-tag-v1",
-            &[join_id.as_bytes(), sealed],
-        );
+        let tag = mac(&self.0, "tillmesh-join-tag-v1", &[join_id.as_bytes(), sealed]);
         if !tag_matches(&tag, tag_hex) {
             return None;
         }
-        Some(
-            sealed
-                .iter()
-                .zip(self.keystream(join_id, sealed.len()))
-                .map(|(a, b)| a ^ b)
-                .collect(),
-        )
+        Some(sealed.iter().zip(self.keystream(join_id, sealed.len())).map(|(a, b)| a ^ b).collect())
     }
 }
 
@@ -156,13 +132,7 @@ mod tests {
     use super::*;
 
     fn transcript<'a>(a: &'a [u8], b: &'a [u8]) -> Transcript<'a> {
-        Transcript {
-            join_id: "j",
-            client_msg: a,
-            server_msg: b,
-            client_device: "new",
-            server_device: "old",
-        }
+        Transcript { join_id: "j", client_msg: a, server_msg: b, client_device: "new", server_device: "old" }
     }
 
     #[test]
@@ -172,17 +142,10 @@ mod tests {
         let client_key = c.finish(&msg_b).unwrap();
         let t = transcript(&msg_a, &msg_b);
         assert_eq!(client_key.client_confirm(&t), server_key.client_confirm(&t));
-        let (sealed, tag) =
-            server_key.seal("j", b"the store key of some length, longer than 32 bytes");
-        assert_ne!(
-            &sealed[..],
-            b"the store key of some length, longer than 32 bytes"
-        );
+        let (sealed, tag) = server_key.seal("j", b"the store key of some length, longer than 32 bytes");
+        assert_ne!(&sealed[..], b"the store key of some length, longer than 32 bytes");
         let opened = client_key.open("j", &sealed, &hex::encode(tag)).unwrap();
-        assert_eq!(
-            opened,
-            b"the store key of some length, longer than 32 bytes"
-        );
+        assert_eq!(opened, b"the store key of some length, longer than 32 bytes");
         assert!(client_key.open("k", &sealed, &hex::encode(tag)).is_none());
     }
 

@@ -20,17 +20,16 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::StatusCode;
 use tillmesh_domain::ports::{PeerTransport, TransportError};
 use tillmesh_domain::wire::{
-    HelloV1, JoinChallengeV1, JoinFinishV1, JoinGrantV1, JoinStartV1, PullRequestV1,
-    PullResponseV1, SessionAcceptedV1, SessionChallengeV1, SessionConfirmV1, SessionOpenV1,
-    MAX_BATCH_SIZE, PROTOCOL_VERSION,
+    HelloV1, JoinChallengeV1, JoinFinishV1, JoinGrantV1, JoinStartV1, PullRequestV1, PullResponseV1, SessionAcceptedV1,
+    SessionChallengeV1, SessionConfirmV1, SessionOpenV1, MAX_BATCH_SIZE, PROTOCOL_VERSION,
 };
 use tillmesh_domain::DeviceId;
 
 pub use store_key::StoreKey;
 
 use crate::auth::{
-    is_hex_of, random_hex, request_signature, response_signature, sha256_hex, tag_matches,
-    Handshake, Tag, HEADER_SEQ, HEADER_SESSION, HEADER_SIG, ID_BYTES, NONCE_BYTES,
+    is_hex_of, random_hex, request_signature, response_signature, sha256_hex, tag_matches, Handshake, Tag, HEADER_SEQ,
+    HEADER_SESSION, HEADER_SIG, ID_BYTES, NONCE_BYTES,
 };
 
 /// Longest a hello (health/identity check) may take.
@@ -86,9 +85,7 @@ impl std::fmt::Display for JoinError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JoinError::Unreachable(m) => write!(f, "peer unreachable: {m}"),
-            JoinError::NoCode(m) | JoinError::WrongCode(m) | JoinError::Refused(m) => {
-                f.write_str(m)
-            }
+            JoinError::NoCode(m) | JoinError::WrongCode(m) | JoinError::Refused(m) => f.write_str(m),
             JoinError::Protocol(m) => write!(f, "peer answered outside the protocol: {m}"),
         }
     }
@@ -126,12 +123,7 @@ impl HttpTransport {
             .no_proxy()
             .build()
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
-        Ok(Self {
-            client,
-            key,
-            device_id,
-            sessions: Arc::new(Mutex::new(HashMap::new())),
-        })
+        Ok(Self { client, key, device_id, sessions: Arc::new(Mutex::new(HashMap::new())) })
     }
 
     /// The store key handle this client proves membership with.
@@ -139,11 +131,7 @@ impl HttpTransport {
         &self.key
     }
 
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        max: usize,
-    ) -> Result<Answer, TransportError> {
+    async fn send(&self, req: reqwest::RequestBuilder, max: usize) -> Result<Answer, TransportError> {
         let mut resp = req.send().await.map_err(classify)?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -157,19 +145,11 @@ impl HttpTransport {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        Ok(Answer { status, headers, body })
     }
 
     fn cached(&self, base: &str) -> Option<Arc<ClientSession>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(base)
-            .cloned()
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).get(base).cloned()
     }
 
     fn forget(&self, base: &str, session_id: &str) {
@@ -184,26 +164,16 @@ impl HttpTransport {
     async fn handshake(&self, base: &str) -> Result<Arc<ClientSession>, TransportError> {
         let (key, generation) = self.key.snapshot();
         let client_nonce = random_hex(NONCE_BYTES);
-        let open = SessionOpenV1 {
-            client_device: self.device_id.clone(),
-            client_nonce: client_nonce.clone(),
-        };
+        let open = SessionOpenV1 { client_device: self.device_id.clone(), client_nonce: client_nonce.clone() };
         let a = self
             .send(
-                self.client
-                    .post(url(base, "/peer/v1/session"))
-                    .timeout(HANDSHAKE_TIMEOUT)
-                    .json(&open),
+                self.client.post(url(base, "/peer/v1/session")).timeout(HANDSHAKE_TIMEOUT).json(&open),
                 MAX_SMALL_RESPONSE,
             )
             .await?;
         let challenge: SessionChallengeV1 = decode(&a)?;
-        if !is_hex_of(&challenge.session_id, ID_BYTES)
-            || !is_hex_of(&challenge.server_nonce, NONCE_BYTES)
-        {
-            return Err(TransportError::Protocol(
-                "malformed session challenge".into(),
-            ));
+        if !is_hex_of(&challenge.session_id, ID_BYTES) || !is_hex_of(&challenge.server_nonce, NONCE_BYTES) {
+            return Err(TransportError::Protocol("malformed session challenge".into()));
         }
         let hs = Handshake {
             session_id: &challenge.session_id,
@@ -218,10 +188,7 @@ impl HttpTransport {
         };
         let a = self
             .send(
-                self.client
-                    .post(url(base, "/peer/v1/session/confirm"))
-                    .timeout(HANDSHAKE_TIMEOUT)
-                    .json(&confirm),
+                self.client.post(url(base, "/peer/v1/session/confirm")).timeout(HANDSHAKE_TIMEOUT).json(&confirm),
                 MAX_SMALL_RESPONSE,
             )
             .await?;
@@ -233,9 +200,7 @@ impl HttpTransport {
         }
         let accepted: SessionAcceptedV1 = decode(&a)?;
         if !tag_matches(&hs.server_proof(key.as_bytes()), &accepted.server_proof) {
-            return Err(TransportError::Unauthorized(
-                "the peer could not prove it holds this store's key".into(),
-            ));
+            return Err(TransportError::Unauthorized("the peer could not prove it holds this store's key".into()));
         }
         let session = Arc::new(ClientSession {
             id: challenge.session_id.clone(),
@@ -244,10 +209,7 @@ impl HttpTransport {
             peer: challenge.server_device.clone(),
             seq: tokio::sync::Mutex::new(0),
         });
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(base.to_string(), session.clone());
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(base.to_string(), session.clone());
         Ok(session)
     }
 
@@ -277,14 +239,8 @@ impl HttpTransport {
             let mut last = session.seq.lock().await;
             *last += 1;
             let seq = *last;
-            let sig = request_signature(
-                &session.key,
-                "POST",
-                target.path(),
-                target.query().unwrap_or(""),
-                seq,
-                &body_hash,
-            );
+            let sig =
+                request_signature(&session.key, "POST", target.path(), target.query().unwrap_or(""), seq, &body_hash);
             let a = self
                 .send(
                     self.client
@@ -308,24 +264,16 @@ impl HttpTransport {
                 }
                 return Err(TransportError::Unauthorized(message));
             }
-            let presented = a
-                .headers
-                .get(HEADER_SIG)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let expected =
-                response_signature(&session.key, seq, a.status.as_u16(), &sha256_hex(&a.body));
+            let presented = a.headers.get(HEADER_SIG).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let expected = response_signature(&session.key, seq, a.status.as_u16(), &sha256_hex(&a.body));
             if !tag_matches(&expected, presented) {
                 return Err(TransportError::Protocol(
-                    "the peer's answer is not signed with our session (tampered with in transit?)"
-                        .into(),
+                    "the peer's answer is not signed with our session (tampered with in transit?)".into(),
                 ));
             }
             return Ok(a);
         }
-        Err(TransportError::Unauthorized(
-            "the peer keeps refusing fresh sessions".into(),
-        ))
+        Err(TransportError::Unauthorized("the peer keeps refusing fresh sessions".into()))
     }
 
     /// Joins the store of the terminal at `base` with its one-time pairing `code`
@@ -336,25 +284,17 @@ impl HttpTransport {
     /// [`JoinError`] saying why.
     pub async fn join(&self, base: &str, code: &str) -> Result<String, JoinError> {
         let (state, client_msg) = join::client_start(code);
-        let start = JoinStartV1 {
-            client_device: self.device_id.clone(),
-            msg: hex::encode(&client_msg),
-        };
+        let start = JoinStartV1 { client_device: self.device_id.clone(), msg: hex::encode(&client_msg) };
         let a = self
             .send(
-                self.client
-                    .post(url(base, "/peer/v1/join/start"))
-                    .timeout(HANDSHAKE_TIMEOUT)
-                    .json(&start),
+                self.client.post(url(base, "/peer/v1/join/start")).timeout(HANDSHAKE_TIMEOUT).json(&start),
                 MAX_SMALL_RESPONSE,
             )
             .await?;
         let challenge: JoinChallengeV1 = join_decode(&a)?;
-        let server_msg = hex::decode(&challenge.msg)
-            .map_err(|_| JoinError::Protocol("malformed SPAKE2 message".into()))?;
-        let key = state
-            .finish(&server_msg)
-            .ok_or_else(|| JoinError::Protocol("malformed SPAKE2 message".into()))?;
+        let server_msg =
+            hex::decode(&challenge.msg).map_err(|_| JoinError::Protocol("malformed SPAKE2 message".into()))?;
+        let key = state.finish(&server_msg).ok_or_else(|| JoinError::Protocol("malformed SPAKE2 message".into()))?;
         let transcript = join::Transcript {
             join_id: &challenge.join_id,
             client_msg: &client_msg,
@@ -362,32 +302,23 @@ impl HttpTransport {
             client_device: self.device_id.as_str(),
             server_device: challenge.server_device.as_str(),
         };
-        let finish = JoinFinishV1 {
-            join_id: challenge.join_id.clone(),
-            confirm: hex::encode(key.client_confirm(&transcript)),
-        };
+        let finish =
+            JoinFinishV1 { join_id: challenge.join_id.clone(), confirm: hex::encode(key.client_confirm(&transcript)) };
         let a = self
             .send(
-                self.client
-                    .post(url(base, "/peer/v1/join/finish"))
-                    .timeout(JOIN_FINISH_TIMEOUT)
-                    .json(&finish),
+                self.client.post(url(base, "/peer/v1/join/finish")).timeout(JOIN_FINISH_TIMEOUT).json(&finish),
                 MAX_SMALL_RESPONSE,
             )
             .await?;
         let grant: JoinGrantV1 = join_decode(&a)?;
         if !tag_matches(&key.server_confirm(&transcript), &grant.server_confirm) {
-            return Err(JoinError::Protocol(
-                "the peer could not confirm the pairing code".into(),
-            ));
+            return Err(JoinError::Protocol("the peer could not confirm the pairing code".into()));
         }
-        let sealed = hex::decode(&grant.sealed_key)
-            .map_err(|_| JoinError::Protocol("malformed sealed key".into()))?;
+        let sealed = hex::decode(&grant.sealed_key).map_err(|_| JoinError::Protocol("malformed sealed key".into()))?;
         let plain = key
             .open(&challenge.join_id, &sealed, &grant.tag)
             .ok_or_else(|| JoinError::Protocol("the sealed store key failed its check".into()))?;
-        String::from_utf8(plain)
-            .map_err(|_| JoinError::Protocol("the store key is not text".into()))
+        String::from_utf8(plain).map_err(|_| JoinError::Protocol("the store key is not text".into()))
     }
 }
 
@@ -408,30 +339,21 @@ fn decode<T: serde::de::DeserializeOwned>(a: &Answer) -> Result<T, TransportErro
         return Err(TransportError::Unauthorized(error_of(&a.body).1));
     }
     if status == StatusCode::NOT_FOUND {
-        return Err(TransportError::Protocol(format!(
-            "not a tillmesh terminal ({status})"
-        )));
+        return Err(TransportError::Protocol(format!("not a tillmesh terminal ({status})")));
     }
     if !status.is_success() {
-        return Err(TransportError::Remote(format!(
-            "{status}: {}",
-            error_of(&a.body).1
-        )));
+        return Err(TransportError::Remote(format!("{status}: {}", error_of(&a.body).1)));
     }
-    serde_json::from_slice(&a.body)
-        .map_err(|e| TransportError::Protocol(format!("undecodable answer: {e}")))
+    serde_json::from_slice(&a.body).map_err(|e| TransportError::Protocol(format!("undecodable answer: {e}")))
 }
 
 fn join_decode<T: serde::de::DeserializeOwned>(a: &Answer) -> Result<T, JoinError> {
     match a.status {
         StatusCode::FORBIDDEN => Err(JoinError::WrongCode(error_of(&a.body).1)),
         StatusCode::GONE => Err(JoinError::NoCode(error_of(&a.body).1)),
-        StatusCode::NOT_FOUND => Err(JoinError::Protocol(
-            "not a tillmesh terminal that accepts pairing codes".into(),
-        )),
+        StatusCode::NOT_FOUND => Err(JoinError::Protocol("not a tillmesh terminal that accepts pairing codes".into())),
         s if !s.is_success() => Err(JoinError::Refused(format!("{s}: {}", error_of(&a.body).1))),
-        _ => serde_json::from_slice(&a.body)
-            .map_err(|e| JoinError::Protocol(format!("undecodable answer: {e}"))),
+        _ => serde_json::from_slice(&a.body).map_err(|e| JoinError::Protocol(format!("undecodable answer: {e}"))),
     }
 }
 
@@ -452,19 +374,11 @@ fn url(base: &str, path: &str) -> String {
 #[async_trait]
 impl PeerTransport for HttpTransport {
     async fn hello(&self, base: &str) -> Result<HelloV1, TransportError> {
-        let a = self
-            .send(
-                self.client
-                    .get(url(base, "/peer/v1/hello"))
-                    .timeout(HELLO_TIMEOUT),
-                MAX_SMALL_RESPONSE,
-            )
-            .await?;
+        let a =
+            self.send(self.client.get(url(base, "/peer/v1/hello")).timeout(HELLO_TIMEOUT), MAX_SMALL_RESPONSE).await?;
         let hello: HelloV1 = decode(&a)?;
         if hello.service != "tillmesh" {
-            return Err(TransportError::Protocol(
-                "the address answers but is not a tillmesh terminal".into(),
-            ));
+            return Err(TransportError::Protocol("the address answers but is not a tillmesh terminal".into()));
         }
         if hello.protocol != PROTOCOL_VERSION {
             return Err(TransportError::Protocol(format!(
@@ -475,15 +389,9 @@ impl PeerTransport for HttpTransport {
         Ok(hello)
     }
 
-    async fn pull(
-        &self,
-        base: &str,
-        req: &PullRequestV1,
-    ) -> Result<PullResponseV1, TransportError> {
+    async fn pull(&self, base: &str, req: &PullRequestV1) -> Result<PullResponseV1, TransportError> {
         let body = serde_json::to_vec(req).map_err(|e| TransportError::Protocol(e.to_string()))?;
-        let a = self
-            .signed_post(base, "/peer/v1/pull", body, PULL_TIMEOUT)
-            .await?;
+        let a = self.signed_post(base, "/peer/v1/pull", body, PULL_TIMEOUT).await?;
         let resp: PullResponseV1 = decode(&a)?;
         if resp.changes.len() > MAX_BATCH_SIZE {
             return Err(TransportError::Protocol(format!(

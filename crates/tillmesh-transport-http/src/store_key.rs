@@ -19,21 +19,12 @@ pub struct StoreKey {
 impl StoreKey {
     /// A handle holding `key`.
     pub fn new(key: impl Into<String>) -> Self {
-        Self {
-            inner: Arc::new(RwLock::new(Current {
-                key: Arc::new(key.into()),
-                generation: 0,
-            })),
-        }
+        Self { inner: Arc::new(RwLock::new(Current { key: Arc::new(key.into()), generation: 0 })) }
     }
 
     /// The current key.
     pub fn current(&self) -> Arc<String> {
-        self.inner
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .key
-            .clone()
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).key.clone()
     }
 
     /// The current key and its generation (bumped by every [`StoreKey::replace`]).

@@ -88,9 +88,7 @@ async fn round(c: &Cluster, members: &[usize]) -> Result<u64> {
 
 /// Whether the digests of each group are all equal.
 fn groups_equal(digests: &[String], groups: &[Vec<usize>]) -> bool {
-    groups
-        .iter()
-        .all(|g| g.windows(2).all(|w| digests[w[0]] == digests[w[1]]))
+    groups.iter().all(|g| g.windows(2).all(|w| digests[w[0]] == digests[w[1]]))
 }
 
 /// Rounds over `members` until every group in `groups` agrees.
@@ -126,28 +124,19 @@ where
 {
     match args.iter().position(|a| a == name) {
         Some(i) => {
-            let v = args
-                .get(i + 1)
-                .with_context(|| format!("{name} needs a value"))?;
+            let v = args.get(i + 1).with_context(|| format!("{name} needs a value"))?;
             v.parse().map_err(|e| anyhow::anyhow!("{name} {v:?}: {e}"))
         }
         None => Ok(default),
     }
 }
 
-async fn convergence_run(
-    n: usize,
-    writes: usize,
-    ngroups: usize,
-    max_rounds: usize,
-) -> Result<Value> {
+async fn convergence_run(n: usize, writes: usize, ngroups: usize, max_rounds: usize) -> Result<Value> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
     let t = Instant::now();
     let c = Cluster::spawn(n).await?;
     let spawn_s = t.elapsed().as_secs_f64();
-    let groups: Vec<Vec<usize>> = (0..ngroups)
-        .map(|g| (0..n).filter(|i| i % ngroups == g).collect())
-        .collect();
+    let groups: Vec<Vec<usize>> = (0..ngroups).map(|g| (0..n).filter(|i| i % ngroups == g).collect()).collect();
     // Within a group: the ring successor plus up to two random members.
     let mut links = 0;
     for g in &groups {
@@ -179,19 +168,13 @@ async fn convergence_run(
                 let op = match k % 10 {
                     0 => (
                         EntityKey::new("product", format!("shared{:02}", (i + k) % 20))?,
-                        EntityOp::Counter {
-                            field: "stock".into(),
-                            delta: -1 - (k % 3) as i64,
-                        },
+                        EntityOp::Counter { field: "stock".into(), delta: -1 - (k % 3) as i64 },
                     ),
                     5 => (
                         EntityKey::new("product", format!("shared{:02}", (i * 3 + k) % 20))?,
                         put(json!({"price_cents": 100 + i + k})),
                     ),
-                    _ => (
-                        EntityKey::new("sale", format!("s{i:03}-{k:04}"))?,
-                        sale(i, k),
-                    ),
+                    _ => (EntityKey::new("sale", format!("s{i:03}-{k:04}"))?, sale(i, k)),
                 };
                 apply(c, i, vec![op]).await?;
             }
@@ -204,8 +187,7 @@ async fn convergence_run(
     let write_s = t.elapsed().as_secs_f64();
     eprintln!("[harness] N={n}: {} writes in {write_s:.1} s", n * writes);
     let all: Vec<usize> = (0..n).collect();
-    let partition =
-        rounds_until(&c, &all, &groups, max_rounds, &format!("N={n} partitioned")).await?;
+    let partition = rounds_until(&c, &all, &groups, max_rounds, &format!("N={n} partitioned")).await?;
     // Heal: every terminal also pulls from one random terminal of another group.
     for i in 0..n {
         let mut p = rng.below(n);
@@ -214,14 +196,7 @@ async fn convergence_run(
         }
         c.link(i, p).await?;
     }
-    let heal = rounds_until(
-        &c,
-        &all,
-        &[all.clone()],
-        max_rounds,
-        &format!("N={n} healed"),
-    )
-    .await?;
+    let heal = rounds_until(&c, &all, &[all.clone()], max_rounds, &format!("N={n} healed")).await?;
     let d = c.state(0).store.digest().await?;
     c.shutdown().await;
     Ok(json!({
@@ -263,12 +238,7 @@ async fn catchup(args: &[String]) -> Result<Value> {
     // Shared history: 200 products per mesh terminal, synced everywhere.
     for i in 0..mesh {
         let ops = (0..200)
-            .map(|k| {
-                Ok((
-                    EntityKey::new("product", format!("p{:08}", i * 200 + k))?,
-                    product(i * 200 + k),
-                ))
-            })
+            .map(|k| Ok((EntityKey::new("product", format!("p{:08}", i * 200 + k))?, product(i * 200 + k))))
             .collect::<Result<Vec<_>>>()?;
         apply(&c, i, ops).await?;
     }
@@ -286,10 +256,7 @@ async fn catchup(args: &[String]) -> Result<Value> {
                     let n = 1000 + i * per + k;
                     if k % 10 == 9 {
                         let old = (i * 7 + k) % (mesh * 200);
-                        Ok((
-                            EntityKey::new("product", format!("p{old:08}"))?,
-                            put(json!({"price_cents": 100 + k})),
-                        ))
+                        Ok((EntityKey::new("product", format!("p{old:08}"))?, put(json!({"price_cents": 100 + k}))))
                     } else {
                         Ok((EntityKey::new("product", format!("p{n:08}"))?, product(n)))
                     }
@@ -306,10 +273,7 @@ async fn catchup(args: &[String]) -> Result<Value> {
         apply(&c, r, ops).await?;
     }
     let write_s = t.elapsed().as_secs_f64();
-    eprintln!(
-        "[harness] catch-up: {} mesh changes written in {write_s:.1} s; mesh syncs without r",
-        per * mesh
-    );
+    eprintln!("[harness] catch-up: {} mesh changes written in {write_s:.1} s; mesh syncs without r", per * mesh);
     let mesh_sync = rounds_until(&c, &mesh_ids, &[mesh_ids.clone()], max_rounds, "mesh").await?;
     // r rejoins: the mesh pairs with it again, everyone syncs until all agree.
     for i in 0..mesh {
@@ -339,9 +303,7 @@ async fn main() -> Result<()> {
     let mut out = match args.first().map(String::as_str) {
         Some("convergence") => convergence(&args[1..]).await?,
         Some("catchup") => catchup(&args[1..]).await?,
-        _ => bail!(
-            "usage: tillmesh-bench-harness convergence|catchup [options] (see the file header)"
-        ),
+        _ => bail!("usage: tillmesh-bench-harness convergence|catchup [options] (see the file header)"),
     };
     out["harness_s"] = json!(t.elapsed().as_secs_f64());
     println!("{out}");

@@ -44,11 +44,7 @@ fn open(dir: &Path, keyed: bool) -> Result<SqliteConnection> {
     Ok(conn)
 }
 
-fn insert_one(
-    conn: &mut SqliteConnection,
-    row: &(String, String, String),
-    pos: i64,
-) -> QueryResult<usize> {
+fn insert_one(conn: &mut SqliteConnection, row: &(String, String, String), pos: i64) -> QueryResult<usize> {
     diesel::insert_into(bench_rows::table)
         .values((
             bench_rows::pos.eq(pos),
@@ -89,10 +85,7 @@ fn insert_rate_into(rows: &[(String, String, String)], per_tx: usize, keyed: boo
 
 /// One row per transaction for up to `limit` (or until the rows run out). Returns
 /// (transactions/s, latencies in µs).
-pub(crate) fn single_row_transactions(
-    rows: &[(String, String, String)],
-    limit: Duration,
-) -> Result<(f64, Vec<u64>)> {
+pub(crate) fn single_row_transactions(rows: &[(String, String, String)], limit: Duration) -> Result<(f64, Vec<u64>)> {
     let dir = tempfile::tempdir()?;
     let mut conn = open(dir.path(), false)?;
     let mut lat = Vec::with_capacity(rows.len());

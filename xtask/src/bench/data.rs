@@ -31,31 +31,18 @@ pub(crate) fn product_id(i: usize) -> String {
 /// `POST /api/entities/batch` body putting products `range` (at most 10,000).
 pub(crate) fn batch_body(range: std::ops::Range<usize>) -> String {
     let ops: Vec<Value> = range
-        .map(|i| {
-            json!({"op": "put", "type": "product", "id": product_id(i), "fields": product_fields(i)})
-        })
+        .map(|i| json!({"op": "put", "type": "product", "id": product_id(i), "fields": product_fields(i)}))
         .collect();
     json!({ "ops": ops }).to_string()
 }
 
 /// The same rows for the bare-SQLite baseline: (type, id, fields JSON).
 pub(crate) fn rows(range: std::ops::Range<usize>) -> Vec<(String, String, String)> {
-    range
-        .map(|i| {
-            (
-                "product".to_string(),
-                product_id(i),
-                product_fields(i).to_string(),
-            )
-        })
-        .collect()
+    range.map(|i| ("product".to_string(), product_id(i), product_fields(i).to_string())).collect()
 }
 
 /// Mean size in bytes of a product's fields as JSON.
 pub(crate) fn mean_doc_bytes() -> usize {
     let n = 1000;
-    (0..n)
-        .map(|i| product_fields(i).to_string().len())
-        .sum::<usize>()
-        / n
+    (0..n).map(|i| product_fields(i).to_string().len()).sum::<usize>() / n
 }

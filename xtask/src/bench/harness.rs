@@ -34,11 +34,7 @@ fn run_harness(ctx: &Ctx, args: &[String], timeout: Duration) -> Result<Value> {
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            bail!(
-                "harness {} did not finish within {:.0?}",
-                args.join(" "),
-                timeout
-            );
+            bail!("harness {} did not finish within {:.0?}", args.join(" "), timeout);
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -46,11 +42,7 @@ fn run_harness(ctx: &Ctx, args: &[String], timeout: Duration) -> Result<Value> {
     if !status.success() {
         bail!("harness {} failed ({status})", args.join(" "));
     }
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("harness printed no JSON")?;
+    let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).context("harness printed no JSON")?;
     Ok(serde_json::from_str(line)?)
 }
 
@@ -64,26 +56,17 @@ fn f(v: &Value, path: &[&str]) -> f64 {
 
 /// Time to leave for the sections after this one.
 fn reserve(ctx: &Ctx, later: &[&str], secs: u64) -> Duration {
-    let n = later
-        .iter()
-        .filter(|s| ctx.opts.only.iter().any(|o| o == *s))
-        .count() as u64;
+    let n = later.iter().filter(|s| ctx.opts.only.iter().any(|o| o == *s)).count() as u64;
     Duration::from_secs(secs * n)
 }
 
 pub(crate) fn convergence(ctx: &mut Ctx) -> Result<()> {
     let sizes = ctx.opts.convergence_sizes.clone();
-    let timeout = ctx
-        .remaining()
-        .saturating_sub(reserve(ctx, &["catchup"], 60) + reserve(ctx, &["memory"], 240));
+    let timeout = ctx.remaining().saturating_sub(reserve(ctx, &["catchup"], 60) + reserve(ctx, &["memory"], 240));
     let args = vec![
         "convergence".to_string(),
         "--sizes".into(),
-        sizes
-            .iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
+        sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
         "--writes".into(),
         ctx.opts.convergence_writes.to_string(),
         "--groups".into(),
@@ -140,16 +123,8 @@ pub(crate) fn convergence(ctx: &mut Ctx) -> Result<()> {
 
 pub(crate) fn catchup(ctx: &mut Ctx) -> Result<()> {
     let n = ctx.opts.catchup_n;
-    let timeout = ctx
-        .remaining()
-        .saturating_sub(reserve(ctx, &["memory"], 240));
-    let args = vec![
-        "catchup".to_string(),
-        "--changes".into(),
-        n.to_string(),
-        "--mesh".into(),
-        "5".into(),
-    ];
+    let timeout = ctx.remaining().saturating_sub(reserve(ctx, &["memory"], 240));
+    let args = vec!["catchup".to_string(), "--changes".into(), n.to_string(), "--mesh".into(), "5".into()];
     let out = run_harness(ctx, &args, timeout)?;
     ctx.detail("catchup", out.clone());
     let base = ctx.baseline_100()?;

@@ -40,8 +40,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
                 let (mut lat, mut errors) = (Vec::new(), 0u64);
                 let mut k = 0usize;
                 while Instant::now() < deadline {
-                    let body =
-                        json!({"fields": data::product_fields(c * 10_000_000 + k)}).to_string();
+                    let body = json!({"fields": data::product_fields(c * 10_000_000 + k)}).to_string();
                     let t1 = Instant::now();
                     let resp = client
                         .put(format!("{url}/api/entities/product/w{c}-{k}"))
@@ -64,9 +63,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
     let mut lat = Vec::new();
     let mut errors = 0;
     for h in handles {
-        let (l, e) = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        let (l, e) = h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
         lat.extend(l);
         errors += e;
     }
@@ -78,21 +75,14 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
     }
     lat.sort_unstable();
     let rate = lat.len() as f64 / elapsed;
-    let (p50, p99) = (
-        percentile(&lat, 0.5) / 1000.0,
-        percentile(&lat, 0.99) / 1000.0,
-    );
+    let (p50, p99) = (percentile(&lat, 0.5) / 1000.0, percentile(&lat, 0.99) / 1000.0);
 
     eprintln!("[local] baseline: bare SQLite, one row per transaction, one thread, up to 3 s");
     let rows = data::rows(0..300_000);
-    let (base_rate, mut base_lat) =
-        baseline::single_row_transactions(&rows, Duration::from_secs(3))?;
+    let (base_rate, mut base_lat) = baseline::single_row_transactions(&rows, Duration::from_secs(3))?;
     drop(rows);
     base_lat.sort_unstable();
-    let (b50, b99) = (
-        percentile(&base_lat, 0.5) / 1000.0,
-        percentile(&base_lat, 0.99) / 1000.0,
-    );
+    let (b50, b99) = (percentile(&base_lat, 0.5) / 1000.0, percentile(&base_lat, 0.99) / 1000.0);
     ctx.detail(
         "local",
         json!({

@@ -29,10 +29,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
     let sync_per = ctx.sync_rate.map_or(1.0 / 5_000.0, |r| 1.0 / r);
     let mut target = max_n;
     let remaining = ctx.remaining().saturating_sub(MARGIN);
-    eprintln!(
-        "[memory] loading up to {max_n} changes into A ({:.0} s of the budget left)",
-        remaining.as_secs_f64()
-    );
+    eprintln!("[memory] loading up to {max_n} changes into A ({:.0} s of the budget left)", remaining.as_secs_f64());
     let (n, in_requests) = load(&a, max_n, |done, _spent| {
         let per = start.elapsed().as_secs_f64() / done as f64;
         let left = remaining.as_secs_f64() - start.elapsed().as_secs_f64();
@@ -43,10 +40,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
             target = fit;
         }
         if done % 100_000 == 0 || done >= target {
-            eprintln!(
-                "[memory]   {done} loaded in {:.0} s; planned size {target}",
-                start.elapsed().as_secs_f64()
-            );
+            eprintln!("[memory]   {done} loaded in {:.0} s; planned size {target}", start.elapsed().as_secs_f64());
         }
         Ok(done < target)
     })?;
@@ -96,13 +90,9 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
     );
     let base = ctx.baseline_100()?;
     ctx.push(
-        Figure::new(
-            "memory.sync_throughput",
-            n as f64 / took.as_secs_f64(),
-            "changes/s",
-        )
-        .vs_rate(base, "rows/s", "bare SQLite, 100 single-row INSERTs/tx")
-        .info(format!("sync figure at {} changes", num(n as f64))),
+        Figure::new("memory.sync_throughput", n as f64 / took.as_secs_f64(), "changes/s")
+            .vs_rate(base, "rows/s", "bare SQLite, 100 single-row INSERTs/tx")
+            .info(format!("sync figure at {} changes", num(n as f64))),
     );
     Ok(())
 }

@@ -38,11 +38,7 @@ pub(crate) fn load(
 }
 
 /// B pairs with A and syncs until its digest is A's. Returns (time, sync/now calls, pulled).
-pub(crate) fn pull_until_equal(
-    a: &Term,
-    b: &Term,
-    limit: Duration,
-) -> Result<(Duration, u32, u64)> {
+pub(crate) fn pull_until_equal(a: &Term, b: &Term, limit: Duration) -> Result<(Duration, u32, u64)> {
     let (want, _) = a.digest()?;
     let t0 = Instant::now();
     b.pair(a)?;
@@ -54,10 +50,7 @@ pub(crate) fn pull_until_equal(
             return Ok((t0.elapsed(), calls, pulled));
         }
         if t0.elapsed() > limit {
-            bail!(
-                "B not in sync with A after {:.0?} ({calls} sync/now calls, {pulled} pulled)",
-                t0.elapsed()
-            );
+            bail!("B not in sync with A after {:.0?} ({calls} sync/now calls, {pulled} pulled)", t0.elapsed());
         }
     }
 }
@@ -66,15 +59,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
     let n = ctx.opts.sync_n;
     let a = Term::start(&ctx.server, "bench-a", &[])?;
     let b = Term::start(&ctx.server, "bench-b", &[])?;
-    eprintln!(
-        "[sync] loading {n} changes into A through POST /api/entities/batch ({BATCH} ops per call)"
-    );
+    eprintln!("[sync] loading {n} changes into A through POST /api/entities/batch ({BATCH} ops per call)");
     let t_load = Instant::now();
     let (_, in_requests) = load(&a, n, |done, spent| {
-        eprintln!(
-            "[sync]   {done} loaded, {:.1} s in requests",
-            spent.as_secs_f64()
-        );
+        eprintln!("[sync]   {done} loaded, {:.1} s in requests", spent.as_secs_f64());
         Ok(true)
     })?;
     let load_wall = t_load.elapsed();
@@ -121,11 +109,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
     );
     ctx.push(
         Figure::new("local.batch_writes", batch_rate, "writes/s")
-            .vs_rate(
-                base_batch,
-                "rows/s",
-                &format!("bare SQLite, {BATCH} single-row INSERTs/tx"),
-            )
+            .vs_rate(base_batch, "rows/s", &format!("bare SQLite, {BATCH} single-row INSERTs/tx"))
             .info(format!(
                 "{} × {BATCH}-op POST /api/entities/batch, one client, {:.1} s in requests",
                 n.div_ceil(BATCH),

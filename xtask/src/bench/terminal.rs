@@ -20,11 +20,7 @@ pub(crate) const STORE_KEY: &str = "bench-store-key-0123456789abcdef";
 /// An HTTP client for the management API (no proxy, generous timeout: one
 /// `sync/now` of a million changes takes minutes).
 pub(crate) fn client() -> Result<Client> {
-    Ok(Client::builder()
-        .timeout(Duration::from_secs(1200))
-        .no_proxy()
-        .pool_max_idle_per_host(4)
-        .build()?)
+    Ok(Client::builder().timeout(Duration::from_secs(1200)).no_proxy().pool_max_idle_per_host(4).build()?)
 }
 
 /// A running terminal, killed on drop.
@@ -72,12 +68,7 @@ impl Term {
             }
         };
         let url = url.replace("0.0.0.0", "127.0.0.1");
-        Ok(Self {
-            child,
-            url,
-            dir,
-            client: client()?,
-        })
+        Ok(Self { child, url, dir, client: client()? })
     }
 
     /// Process id.
@@ -91,16 +82,8 @@ impl Term {
     }
 
     /// A request with the admin token; returns status and raw body.
-    pub(crate) fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<String>,
-    ) -> Result<(u16, Vec<u8>)> {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.url, path))
-            .bearer_auth(ADMIN_TOKEN);
+    pub(crate) fn raw(&self, method: Method, path: &str, body: Option<String>) -> Result<(u16, Vec<u8>)> {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path)).bearer_auth(ADMIN_TOKEN);
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
@@ -113,10 +96,7 @@ impl Term {
     pub(crate) fn ok(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let (status, bytes) = self.raw(method.clone(), path, body.map(Value::to_string))?;
         if !(200..300).contains(&status) {
-            bail!(
-                "{method} {path} → {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-            );
+            bail!("{method} {path} → {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]));
         }
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -128,10 +108,7 @@ impl Term {
     pub(crate) fn batch(&self, body: String) -> Result<()> {
         let (status, bytes) = self.raw(Method::POST, "/api/entities/batch", Some(body))?;
         if status != 200 {
-            bail!(
-                "batch → {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-            );
+            bail!("batch → {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]));
         }
         Ok(())
     }
@@ -139,19 +116,12 @@ impl Term {
     /// The replicated-state digest and entity count.
     pub(crate) fn digest(&self) -> Result<(String, u64)> {
         let v = self.ok(Method::GET, "/api/sync/digest", None)?;
-        Ok((
-            v["digest"].as_str().unwrap_or_default().to_string(),
-            v["entities"].as_u64().unwrap_or_default(),
-        ))
+        Ok((v["digest"].as_str().unwrap_or_default().to_string(), v["entities"].as_u64().unwrap_or_default()))
     }
 
     /// `POST /api/network/pair` with `other`.
     pub(crate) fn pair(&self, other: &Term) -> Result<()> {
-        self.ok(
-            Method::POST,
-            "/api/network/pair",
-            Some(&serde_json::json!({"address": other.address()})),
-        )?;
+        self.ok(Method::POST, "/api/network/pair", Some(&serde_json::json!({"address": other.address()})))?;
         Ok(())
     }
 

@@ -13,11 +13,7 @@ use crate::secrets::secrets_equal;
 ///
 /// # Errors
 /// 401 in the JSON error shape when missing or wrong.
-pub async fn require_admin(
-    State(state): State<SharedState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_admin(State(state): State<SharedState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)

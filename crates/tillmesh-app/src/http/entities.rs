@@ -152,25 +152,15 @@ pub struct EntityPage {
 }
 
 fn put_op(fields: serde_json::Map<String, Value>) -> EntityOp {
-    let fields: BTreeMap<String, Option<Value>> = fields
-        .into_iter()
-        .map(|(k, v)| (k, if v.is_null() { None } else { Some(v) }))
-        .collect();
+    let fields: BTreeMap<String, Option<Value>> =
+        fields.into_iter().map(|(k, v)| (k, if v.is_null() { None } else { Some(v) })).collect();
     EntityOp::Put { fields }
 }
 
-async fn apply_one(
-    state: &SharedState,
-    key: EntityKey,
-    op: EntityOp,
-) -> Result<Json<EntityDto>, ApiError> {
+async fn apply_one(state: &SharedState, key: EntityKey, op: EntityOp) -> Result<Json<EntityDto>, ApiError> {
     let outcome = state.entities.apply(vec![(key, op)]).await?;
     let (key, entity, _) = outcome.entities.into_iter().next().ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "write returned nothing",
-        )
+        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "write returned nothing")
     })?;
     Ok(Json(EntityDto::new(&key, &entity)))
 }
@@ -226,9 +216,7 @@ pub async fn delete_entity(
 ) -> Result<Json<EntityDto>, ApiError> {
     let key = EntityKey::new(t, id)?;
     if state.entities.get(&key).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "entity {key} was never written"
-        )));
+        return Err(ApiError::not_found(format!("entity {key} was never written")));
     }
     apply_one(&state, key, EntityOp::Delete).await
 }
@@ -244,15 +232,7 @@ pub async fn adjust_counter(
     ApiJson(body): ApiJson<CounterBody>,
 ) -> Result<Json<EntityDto>, ApiError> {
     let key = EntityKey::new(t, id)?;
-    apply_one(
-        &state,
-        key,
-        EntityOp::Counter {
-            field,
-            delta: body.delta,
-        },
-    )
-    .await
+    apply_one(&state, key, EntityOp::Counter { field, delta: body.delta }).await
 }
 
 /// Entities of one type, ordered by id.
@@ -266,10 +246,7 @@ pub async fn list(
     tillmesh_domain::ids::validate_name("entity type", &t)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 1000",
-        ));
+        return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 1000"));
     }
     if let Some(a) = &q.after {
         tillmesh_domain::ids::validate_name("entity id", a)?;
@@ -278,15 +255,8 @@ pub async fn list(
     let mut rows = state.entities.list(&t, q.after, limit + 1).await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
-    let next = if more {
-        rows.last().map(|(k, _)| k.entity_id().to_string())
-    } else {
-        None
-    };
-    Ok(Json(EntityPage {
-        entities: rows.iter().map(|(k, s)| EntityDto::new(k, s)).collect(),
-        next,
-    }))
+    let next = if more { rows.last().map(|(k, _)| k.entity_id().to_string()) } else { None };
+    Ok(Json(EntityPage { entities: rows.iter().map(|(k, s)| EntityDto::new(k, s)).collect(), next }))
 }
 
 /// Applies up to 10,000 ops atomically: all or none.
@@ -300,32 +270,17 @@ pub async fn batch(
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "batch_too_large",
-            format!(
-                "a batch holds at most {MAX_BATCH_OPS} ops, this one {}",
-                body.ops.len()
-            ),
+            format!("a batch holds at most {MAX_BATCH_OPS} ops, this one {}", body.ops.len()),
         ));
     }
     let mut ops = Vec::with_capacity(body.ops.len());
     for (i, op) in body.ops.into_iter().enumerate() {
         let (key, op) = match op {
-            BatchOp::Put {
-                entity_type,
-                id,
-                fields,
-            } => (EntityKey::new(entity_type, id), put_op(fields)),
-            BatchOp::Delete { entity_type, id } => {
-                (EntityKey::new(entity_type, id), EntityOp::Delete)
+            BatchOp::Put { entity_type, id, fields } => (EntityKey::new(entity_type, id), put_op(fields)),
+            BatchOp::Delete { entity_type, id } => (EntityKey::new(entity_type, id), EntityOp::Delete),
+            BatchOp::Counter { entity_type, id, field, delta } => {
+                (EntityKey::new(entity_type, id), EntityOp::Counter { field, delta })
             }
-            BatchOp::Counter {
-                entity_type,
-                id,
-                field,
-                delta,
-            } => (
-                EntityKey::new(entity_type, id),
-                EntityOp::Counter { field, delta },
-            ),
         };
         let key = key.map_err(|e| prefix(i, e.into()))?;
         op.validate().map_err(|e| prefix(i, e.into()))?;
@@ -334,11 +289,7 @@ pub async fn batch(
     let outcome = state.entities.apply(ops).await?;
     Ok(Json(BatchResult {
         applied: outcome.entities.len(),
-        entities: outcome
-            .entities
-            .iter()
-            .map(|(k, s, _)| EntityDto::new(k, s))
-            .collect(),
+        entities: outcome.entities.iter().map(|(k, s, _)| EntityDto::new(k, s)).collect(),
     }))
 }
 

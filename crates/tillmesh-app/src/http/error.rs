@@ -26,11 +26,7 @@ pub struct ApiError {
 impl ApiError {
     /// Builds an error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     /// 400 with a code.
@@ -49,11 +45,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
     }
 }
 
@@ -88,9 +80,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
-            StoreError::Unexpected(m) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", m)
-            }
+            StoreError::Unexpected(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", m),
         }
     }
 }
@@ -115,25 +105,16 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(_) => "invalid_body",
         JsonRejection::JsonSyntaxError(_) => "malformed_json",
         JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
-            "payload_too_large"
-        }
+        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         _ => "invalid_body",
     };
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        format!(
-            "request body is larger than {} bytes",
-            super::MAX_BODY_BYTES
-        )
+        format!("request body is larger than {} bytes", super::MAX_BODY_BYTES)
     } else {
         r.body_text()
     };
     // Wrong types are a 400 here like every other malformed input.
-    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
     ApiError::new(status, code, message)
 }
 
@@ -165,6 +146,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// Refuses a body whose declared `Content-Length` is over the limit before reading
+/// it, so the client gets the 413 instead of a reset connection.
+///
+/// # Errors
+/// 413 `payload_too_large`.
+pub async fn reject_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > super::MAX_BODY_BYTES as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
 /// Fallback for unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
@@ -172,9 +177,5 @@ pub async fn not_found() -> ApiError {
 
 /// Fallback for a known route with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
 }

@@ -68,9 +68,7 @@ pub struct PairBody {
 #[utoipa::path(get, path = "/api/network/devices", tag = "network", responses((status = 200, body = DeviceList)))]
 pub async fn devices(State(state): State<SharedState>) -> Result<Json<DeviceList>, ApiError> {
     let devices = state.network.devices().await?;
-    Ok(Json(DeviceList {
-        devices: devices.iter().map(DeviceDto::from).collect(),
-    }))
+    Ok(Json(DeviceList { devices: devices.iter().map(DeviceDto::from).collect() }))
 }
 
 /// Pairs with a terminal by address (where multicast is blocked).
@@ -85,23 +83,14 @@ pub async fn pair(
     }
     match state.network.pair(&body.address).await {
         Ok(record) => {
-            let view = DeviceView {
-                record,
-                status: tillmesh_domain::LivenessStatus::Online,
-            };
+            let view = DeviceView { record, status: tillmesh_domain::LivenessStatus::Online };
             Ok(Json(DeviceDto::from(&view)))
         }
         Err(PairError::BadAddress(m)) => Err(ApiError::bad_request("invalid_address", m)),
-        Err(e @ PairError::Unreachable(..)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "peer_unreachable",
-            e.to_string(),
-        )),
-        Err(PairError::Foreign(m)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not_a_store_terminal",
-            m,
-        )),
+        Err(e @ PairError::Unreachable(..)) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "peer_unreachable", e.to_string()))
+        }
+        Err(PairError::Foreign(m)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_a_store_terminal", m)),
         Err(PairError::Store(e)) => Err(e.into()),
     }
 }

@@ -36,11 +36,7 @@ pub async fn pairing_code(State(state): State<SharedState>) -> Json<PairingCodeD
     let issued = state.peer_auth.issue_code();
     let valid_ms = i64::try_from(issued.valid_for.as_millis()).unwrap_or(i64::MAX);
     let expires = Timestamp(state.clock.now().0.saturating_add(valid_ms));
-    Json(PairingCodeDto {
-        code: issued.code,
-        expires_at: rfc3339(expires),
-        valid_for_secs: issued.valid_for.as_secs(),
-    })
+    Json(PairingCodeDto { code: issued.code, expires_at: rfc3339(expires), valid_for_secs: issued.valid_for.as_secs() })
 }
 
 fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -58,47 +54,28 @@ pub async fn join_store(state: &SharedState, address: &str, code: &str) -> Resul
     let base = peer_base_url(address).map_err(|m| ApiError::bad_request("invalid_address", m))?;
     let code = code.trim();
     if code.len() != 6 || !code.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(ApiError::bad_request(
-            "invalid_code",
-            "a pairing code is 6 digits",
-        ));
+        return Err(ApiError::bad_request("invalid_code", "a pairing code is 6 digits"));
     }
     let hello = state.transport.hello(&base).await.map_err(|e| match e {
-        TransportError::Unreachable(m) => unprocessable(
-            "peer_unreachable",
-            format!("no terminal answers at {base}: {m}"),
-        ),
-        e => unprocessable(
-            "not_a_store_terminal",
-            format!("{base} is not a tillmesh terminal: {e}"),
-        ),
+        TransportError::Unreachable(m) => {
+            unprocessable("peer_unreachable", format!("no terminal answers at {base}: {m}"))
+        }
+        e => unprocessable("not_a_store_terminal", format!("{base} is not a tillmesh terminal: {e}")),
     })?;
     if hello.device_id == state.device_id {
-        return Err(unprocessable(
-            "not_a_store_terminal",
-            format!("{base} is this terminal itself"),
-        ));
+        return Err(unprocessable("not_a_store_terminal", format!("{base} is this terminal itself")));
     }
     if hello.store_id == state.peer_auth.store_id() {
         return Ok(());
     }
-    let key = state
-        .membership
-        .fetch_key(&base, code)
-        .await
-        .map_err(|e| match e {
-            JoinError::Unreachable(m) => unprocessable(
-                "peer_unreachable",
-                format!("no terminal answers at {base}: {m}"),
-            ),
-            JoinError::WrongCode(m) => {
-                ApiError::new(StatusCode::FORBIDDEN, "wrong_pairing_code", m)
-            }
-            JoinError::NoCode(m) => ApiError::new(StatusCode::GONE, "no_pairing_code", m),
-            e @ (JoinError::Refused(_) | JoinError::Protocol(_)) => {
-                unprocessable("pairing_refused", format!("joining via {base} failed: {e}"))
-            }
-        })?;
+    let key = state.membership.fetch_key(&base, code).await.map_err(|e| match e {
+        JoinError::Unreachable(m) => unprocessable("peer_unreachable", format!("no terminal answers at {base}: {m}")),
+        JoinError::WrongCode(m) => ApiError::new(StatusCode::FORBIDDEN, "wrong_pairing_code", m),
+        JoinError::NoCode(m) => ApiError::new(StatusCode::GONE, "no_pairing_code", m),
+        e @ (JoinError::Refused(_) | JoinError::Protocol(_)) => {
+            unprocessable("pairing_refused", format!("joining via {base} failed: {e}"))
+        }
+    })?;
     if secrets::store_id(&key) != hello.store_id {
         return Err(unprocessable(
             "pairing_refused",

@@ -40,13 +40,8 @@ pub async fn pull(
         ));
     }
     let limit = (req.limit as usize).clamp(1, MAX_BATCH_SIZE);
-    let max_bytes = usize::try_from(req.max_bytes)
-        .unwrap_or(usize::MAX)
-        .clamp(1024, 4 * SYNC_BATCH_BYTES);
-    let page = state
-        .store
-        .changes_after(req.after, limit, max_bytes, &req.known)
-        .await?;
+    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX).clamp(1024, 4 * SYNC_BATCH_BYTES);
+    let page = state.store.changes_after(req.after, limit, max_bytes, &req.known).await?;
     if peer.device_id != state.device_id {
         state.network.touch(&peer.device_id).await;
     }

@@ -101,23 +101,16 @@ pub async fn list(
         Some(s) => Some(OperationStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_query",
-                format!(
-                    "unknown status {s:?}: use pending, processing, completed, failed or cancelled"
-                ),
+                format!("unknown status {s:?}: use pending, processing, completed, failed or cancelled"),
             )
         })?),
     };
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 1000",
-        ));
+        return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 1000"));
     }
     let ops = state.queue.list(status, limit).await?;
-    Ok(Json(OperationList {
-        operations: ops.iter().map(OperationDto::from).collect(),
-    }))
+    Ok(Json(OperationList { operations: ops.iter().map(OperationDto::from).collect() }))
 }
 
 /// Enqueues an operation.
@@ -136,15 +129,9 @@ pub async fn create(
     let url = reqwest::Url::parse(&body.target)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("target is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "target must be an http(s) URL",
-        ));
+        return Err(ApiError::bad_request("invalid_body", "target must be an http(s) URL"));
     }
-    let op = state
-        .queue
-        .enqueue(&body.kind, &body.target, body.payload)
-        .await?;
+    let op = state.queue.enqueue(&body.kind, &body.target, body.payload).await?;
     Ok((StatusCode::CREATED, Json(OperationDto::from(&op))))
 }
 
@@ -152,12 +139,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/queue/stats", tag = "queue", responses((status = 200, body = QueueCounts)))]
 pub async fn stats(State(state): State<SharedState>) -> Result<Json<QueueCounts>, ApiError> {
     let q = state.queue.stats().await?;
-    Ok(Json(QueueCounts {
-        pending: q.pending,
-        processing: q.processing,
-        completed: q.completed,
-        failed: q.failed,
-    }))
+    Ok(Json(QueueCounts { pending: q.pending, processing: q.processing, completed: q.completed, failed: q.failed }))
 }
 
 /// Puts a failed operation back in the queue (attempts reset).
@@ -219,13 +201,9 @@ pub struct NotificationList {
 
 /// Notifications.
 #[utoipa::path(get, path = "/api/notifications", tag = "queue", responses((status = 200, body = NotificationList)))]
-pub async fn notifications(
-    State(state): State<SharedState>,
-) -> Result<Json<NotificationList>, ApiError> {
+pub async fn notifications(State(state): State<SharedState>) -> Result<Json<NotificationList>, ApiError> {
     let list = state.store.notifications(500).await?;
-    Ok(Json(NotificationList {
-        notifications: list.iter().map(NotificationDto::from).collect(),
-    }))
+    Ok(Json(NotificationList { notifications: list.iter().map(NotificationDto::from).collect() }))
 }
 
 /// Acknowledges a notification.
@@ -235,22 +213,16 @@ pub async fn ack(
     State(state): State<SharedState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<NotificationDto>, ApiError> {
-    Ok(Json(NotificationDto::from(
-        &state.store.acknowledge(&id).await?,
-    )))
+    Ok(Json(NotificationDto::from(&state.store.acknowledge(&id).await?)))
 }
 
 /// Live events as server-sent events: operation_failed, device_online,
 /// device_offline, sync_completed, conflict_detected.
 #[utoipa::path(get, path = "/api/events", tag = "queue", responses((status = 200, content_type = "text/event-stream")))]
-pub async fn events(
-    State(state): State<SharedState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+pub async fn events(State(state): State<SharedState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = BroadcastStream::new(state.events.subscribe()).filter_map(|e| {
         let e = e.ok()?;
-        Some(Ok(SseEvent::default()
-            .event(e.kind.as_str())
-            .data(e.data.to_string())))
+        Some(Ok(SseEvent::default().event(e.kind.as_str()).data(e.data.to_string())))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

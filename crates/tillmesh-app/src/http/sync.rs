@@ -62,19 +62,11 @@ pub struct Progress {
 /// Sync progress.
 #[utoipa::path(get, path = "/api/sync/progress", tag = "sync", responses((status = 200, body = Progress)))]
 pub async fn progress(State(state): State<SharedState>) -> Result<Json<Progress>, ApiError> {
-    let states: BTreeMap<_, _> = state
-        .store
-        .peer_states()
-        .await?
-        .into_iter()
-        .map(|s| (s.device_id.clone(), s))
-        .collect();
+    let states: BTreeMap<_, _> =
+        state.store.peer_states().await?.into_iter().map(|s| (s.device_id.clone(), s)).collect();
     let devices = state.network.devices().await?;
     let mut peers = Vec::new();
-    for d in devices
-        .iter()
-        .filter(|d| d.record.device_id != state.device_id)
-    {
+    for d in devices.iter().filter(|d| d.record.device_id != state.device_id) {
         let s = states.get(&d.record.device_id);
         peers.push(PeerProgress {
             device_id: d.record.device_id.to_string(),
@@ -87,11 +79,7 @@ pub async fn progress(State(state): State<SharedState>) -> Result<Json<Progress>
     }
     let q = state.queue.stats().await?;
     Ok(Json(Progress {
-        last_sync: states
-            .values()
-            .filter_map(|s| s.last_sync)
-            .max()
-            .map(rfc3339),
+        last_sync: states.values().filter_map(|s| s.last_sync).max().map(rfc3339),
         in_progress: state.sync.in_progress(),
         pending_changes: peers.iter().map(|p| p.pending_changes).sum(),
         peers,
@@ -129,11 +117,7 @@ pub async fn now(State(state): State<SharedState>) -> Result<Json<SyncNow>, ApiE
     Ok(Json(SyncNow {
         peers: results
             .into_iter()
-            .map(|r| SyncNowPeer {
-                device_id: r.device_id.to_string(),
-                pulled: r.pulled,
-                error: r.error,
-            })
+            .map(|r| SyncNowPeer { device_id: r.device_id.to_string(), pulled: r.pulled, error: r.error })
             .collect(),
     }))
 }
@@ -235,15 +219,9 @@ pub async fn resolve(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<Resolved>, ApiError> {
-    let conflict = state
-        .store
-        .conflict(&ConflictId(body.conflict_id.clone()))
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no open conflict {:?} (already resolved?)",
-                body.conflict_id
-            ))
+    let conflict =
+        state.store.conflict(&ConflictId(body.conflict_id.clone())).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no open conflict {:?} (already resolved?)", body.conflict_id))
         })?;
     let value = match body.resolution.as_str() {
         "local" => conflict.provisional.clone(),
@@ -256,22 +234,14 @@ pub async fn resolve(
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
                         "ambiguous_remote",
-                        format!(
-                            "{} other values compete; choose one with resolution \"custom\"",
-                            others.len()
-                        ),
+                        format!("{} other values compete; choose one with resolution \"custom\"", others.len()),
                     ))
                 }
             }
         }
         "custom" => match body.value {
             Some(v) if !v.is_null() => v,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_body",
-                    "resolution \"custom\" needs a non-null \"value\"",
-                ))
-            }
+            _ => return Err(ApiError::bad_request("invalid_body", "resolution \"custom\" needs a non-null \"value\"")),
         },
         other => {
             return Err(ApiError::bad_request(
@@ -280,17 +250,9 @@ pub async fn resolve(
             ))
         }
     };
-    let op = EntityOp::Put {
-        fields: BTreeMap::from([(conflict.field.clone(), Some(value.clone()))]),
-    };
-    state
-        .entities
-        .apply(vec![(conflict.key.clone(), op)])
-        .await?;
-    Ok(Json(Resolved {
-        conflict_id: conflict.id.0,
-        value,
-    }))
+    let op = EntityOp::Put { fields: BTreeMap::from([(conflict.field.clone(), Some(value.clone()))]) };
+    state.entities.apply(vec![(conflict.key.clone(), op)]).await?;
+    Ok(Json(Resolved { conflict_id: conflict.id.0, value }))
 }
 
 /// Digest of the replicated state.
@@ -308,9 +270,5 @@ pub struct DigestDto {
 #[utoipa::path(get, path = "/api/sync/digest", tag = "sync", responses((status = 200, body = DigestDto)))]
 pub async fn digest(State(state): State<SharedState>) -> Result<Json<DigestDto>, ApiError> {
     let d = state.store.digest().await?;
-    Ok(Json(DigestDto {
-        digest: d.digest.to_hex(),
-        entities: d.entities,
-        open_conflicts: d.open_conflicts,
-    }))
+    Ok(Json(DigestDto { digest: d.digest.to_hex(), entities: d.entities, open_conflicts: d.open_conflicts }))
 }

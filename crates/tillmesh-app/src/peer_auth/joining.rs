@@ -87,10 +87,7 @@ impl PeerAuth {
             generation,
         });
         p.joins.clear();
-        IssuedCode {
-            code,
-            valid_for: self.limits.code_validity,
-        }
+        IssuedCode { code, valid_for: self.limits.code_validity }
     }
 
     /// Step 1 of a join: answers the client's SPAKE2 message with ours.
@@ -98,29 +95,20 @@ impl PeerAuth {
         let client_msg = hex::decode(&req.msg)
             .ok()
             .filter(|m| !m.is_empty() && m.len() <= MAX_SPAKE_MSG)
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_message", "msg must be a SPAKE2 message in hex")
-            })?;
+            .ok_or_else(|| ApiError::bad_request("invalid_message", "msg must be a SPAKE2 message in hex"))?;
         let now = Instant::now();
         let (code, code_generation) = {
             let mut p = self.pairing();
             let c = p.active(now).ok_or_else(no_code)?;
             (c.code.clone(), c.generation)
         };
-        let (key, server_msg) = server_respond(&code, &client_msg).ok_or_else(|| {
-            ApiError::bad_request("invalid_message", "msg is not a valid SPAKE2 message")
-        })?;
+        let (key, server_msg) = server_respond(&code, &client_msg)
+            .ok_or_else(|| ApiError::bad_request("invalid_message", "msg is not a valid SPAKE2 message"))?;
         let join_id = random_hex(ID_BYTES);
         let mut p = self.pairing();
-        p.joins
-            .retain(|_, j| now.duration_since(j.created) <= JOIN_TTL);
+        p.joins.retain(|_, j| now.duration_since(j.created) <= JOIN_TTL);
         while p.joins.len() >= MAX_JOINS {
-            let Some(oldest) = p
-                .joins
-                .iter()
-                .min_by_key(|(_, j)| j.created)
-                .map(|(k, _)| k.clone())
-            else {
+            let Some(oldest) = p.joins.iter().min_by_key(|(_, j)| j.created).map(|(k, _)| k.clone()) else {
                 break;
             };
             p.joins.remove(&oldest);
@@ -136,11 +124,7 @@ impl PeerAuth {
                 code_generation,
             },
         );
-        Ok(JoinChallengeV1 {
-            join_id,
-            msg: hex::encode(server_msg),
-            server_device: self.device_id.clone(),
-        })
+        Ok(JoinChallengeV1 { join_id, msg: hex::encode(server_msg), server_device: self.device_id.clone() })
     }
 
     /// Step 2: checks the client's key confirmation. Right: the code is used up and
@@ -150,12 +134,10 @@ impl PeerAuth {
         let now = Instant::now();
         let outcome = {
             let mut p = self.pairing();
-            let join = p.joins.remove(&req.join_id).ok_or_else(|| {
-                ApiError::bad_request(
-                    "unknown_join",
-                    "unknown or expired join attempt: start again",
-                )
-            })?;
+            let join = p
+                .joins
+                .remove(&req.join_id)
+                .ok_or_else(|| ApiError::bad_request("unknown_join", "unknown or expired join attempt: start again"))?;
             if now.duration_since(join.created) > JOIN_TTL {
                 return Err(no_code());
             }
@@ -197,16 +179,11 @@ impl PeerAuth {
             Err(left) => {
                 tokio::time::sleep(self.limits.wrong_code_delay).await;
                 let message = if left == 0 {
-                    "wrong pairing code; that was the last try, so the code is burned: make a new one"
-                        .to_string()
+                    "wrong pairing code; that was the last try, so the code is burned: make a new one".to_string()
                 } else {
                     format!("wrong pairing code ({left} tries left)")
                 };
-                Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "wrong_pairing_code",
-                    message,
-                ))
+                Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_pairing_code", message))
             }
         }
     }

@@ -5,13 +5,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode};
-use tillmesh_domain::wire::{
-    SessionAcceptedV1, SessionChallengeV1, SessionConfirmV1, SessionOpenV1,
-};
+use tillmesh_domain::wire::{SessionAcceptedV1, SessionChallengeV1, SessionConfirmV1, SessionOpenV1};
 use tillmesh_domain::DeviceId;
 use tillmesh_transport_http::auth::{
-    is_hex_of, random_hex, request_signature, tag_matches, Handshake, Tag, HEADER_SEQ,
-    HEADER_SESSION, HEADER_SIG, ID_BYTES, NONCE_BYTES,
+    is_hex_of, random_hex, request_signature, tag_matches, Handshake, Tag, HEADER_SEQ, HEADER_SESSION, HEADER_SIG,
+    ID_BYTES, NONCE_BYTES,
 };
 
 use super::PeerAuth;
@@ -53,10 +51,7 @@ fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
 }
 
 fn expired() -> ApiError {
-    unauthorized(
-        "session_expired",
-        "unknown or expired peer session: open a new one (POST /peer/v1/session)",
-    )
+    unauthorized("session_expired", "unknown or expired peer session: open a new one (POST /peer/v1/session)")
 }
 
 impl PeerAuth {
@@ -73,15 +68,9 @@ impl PeerAuth {
         let now = Instant::now();
         let mut t = self.sessions();
         let ttl = self.limits.pending_ttl;
-        t.pending
-            .retain(|_, p| now.duration_since(p.created) <= ttl);
+        t.pending.retain(|_, p| now.duration_since(p.created) <= ttl);
         while t.pending.len() >= self.limits.max_pending.max(1) {
-            let Some(oldest) = t
-                .pending
-                .iter()
-                .min_by_key(|(_, p)| p.created)
-                .map(|(k, _)| k.clone())
-            else {
+            let Some(oldest) = t.pending.iter().min_by_key(|(_, p)| p.created).map(|(k, _)| k.clone()) else {
                 break;
             };
             t.pending.remove(&oldest);
@@ -95,19 +84,12 @@ impl PeerAuth {
                 created: now,
             },
         );
-        Ok(SessionChallengeV1 {
-            session_id,
-            server_nonce,
-            server_device: self.device_id.clone(),
-        })
+        Ok(SessionChallengeV1 { session_id, server_nonce, server_device: self.device_id.clone() })
     }
 
     /// Step 2: checks the client's proof; on success the session is established and
     /// the server proves itself in turn.
-    pub(super) fn confirm_session(
-        &self,
-        req: &SessionConfirmV1,
-    ) -> Result<SessionAcceptedV1, ApiError> {
+    pub(super) fn confirm_session(&self, req: &SessionConfirmV1) -> Result<SessionAcceptedV1, ApiError> {
         let now = Instant::now();
         let mut t = self.sessions();
         let pending = t.pending.remove(&req.session_id).ok_or_else(expired)?;
@@ -132,15 +114,9 @@ impl PeerAuth {
         let session_key = hs.session_key(key.as_bytes());
         let server_proof = hex::encode(hs.server_proof(key.as_bytes()));
         let idle = self.limits.session_idle;
-        t.live
-            .retain(|_, s| now.duration_since(s.last_used) <= idle && s.generation == generation);
+        t.live.retain(|_, s| now.duration_since(s.last_used) <= idle && s.generation == generation);
         while t.live.len() >= self.limits.max_sessions.max(1) {
-            let Some(oldest) = t
-                .live
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone())
-            else {
+            let Some(oldest) = t.live.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| k.clone()) else {
                 break;
             };
             t.live.remove(&oldest);
@@ -155,10 +131,7 @@ impl PeerAuth {
                 last_used: now,
             },
         );
-        Ok(SessionAcceptedV1 {
-            server_proof,
-            idle_timeout_secs: idle.as_secs(),
-        })
+        Ok(SessionAcceptedV1 { server_proof, idle_timeout_secs: idle.as_secs() })
     }
 
     /// Checks a signed request: known live session made with the current key,
@@ -172,29 +145,24 @@ impl PeerAuth {
         body_sha256_hex: &str,
     ) -> Result<Verified, ApiError> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let (Some(session_id), Some(seq), Some(sig)) =
-            (get(HEADER_SESSION), get(HEADER_SEQ), get(HEADER_SIG))
-        else {
+        let (Some(session_id), Some(seq), Some(sig)) = (get(HEADER_SESSION), get(HEADER_SEQ), get(HEADER_SIG)) else {
             return Err(unauthorized(
                 "unauthenticated",
                 "peer requests need a store-member session (x-tillmesh-session, x-tillmesh-seq, \
                  x-tillmesh-sig; see docs/PROTOCOL.md); the admin token is not accepted here",
             ));
         };
-        let seq: u64 = seq.trim().parse().map_err(|_| {
-            unauthorized(
-                "bad_signature",
-                "x-tillmesh-seq must be a non-negative integer",
-            )
-        })?;
+        let seq: u64 = seq
+            .trim()
+            .parse()
+            .map_err(|_| unauthorized("bad_signature", "x-tillmesh-seq must be a non-negative integer"))?;
         let now = Instant::now();
         let (_, generation) = self.key.snapshot();
         let mut t = self.sessions();
         let Some(s) = t.live.get_mut(session_id) else {
             return Err(expired());
         };
-        if now.duration_since(s.last_used) > self.limits.session_idle || s.generation != generation
-        {
+        if now.duration_since(s.last_used) > self.limits.session_idle || s.generation != generation {
             t.live.remove(session_id);
             return Err(expired());
         }
@@ -208,22 +176,21 @@ impl PeerAuth {
         if seq <= s.last_seq {
             return Err(unauthorized(
                 "replayed",
-                format!(
-                    "sequence number {seq} was already used in this session (replayed request)"
-                ),
+                format!("sequence number {seq} was already used in this session (replayed request)"),
             ));
         }
         s.last_seq = seq;
         s.last_used = now;
-        Ok(Verified {
-            device: s.client_device.clone(),
-            key: s.key,
-            seq,
-        })
+        Ok(Verified { device: s.client_device.clone(), key: s.key, seq })
     }
 
     /// Established sessions now (for tests and diagnostics).
     pub fn session_count(&self) -> usize {
         self.sessions().live.len()
+    }
+
+    /// Unconfirmed handshakes now (for tests and diagnostics).
+    pub fn pending_count(&self) -> usize {
+        self.sessions().pending.len()
     }
 }

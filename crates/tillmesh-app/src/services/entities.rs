@@ -28,12 +28,7 @@ impl EntityService {
         clock: Arc<dyn Clock>,
         queue: Arc<OfflineQueueService>,
     ) -> Self {
-        Self {
-            device,
-            store,
-            clock,
-            queue,
-        }
+        Self { device, store, clock, queue }
     }
 
     /// Applies ops atomically and forwards newly created sales upstream.
@@ -44,10 +39,7 @@ impl EntityService {
         for (_, op) in &ops {
             op.validate()?;
         }
-        let outcome = self
-            .store
-            .apply_local(&self.device, ops, self.clock.now())
-            .await?;
+        let outcome = self.store.apply_local(&self.device, ops, self.clock.now()).await?;
         for (key, state, created) in &outcome.entities {
             if *created && key.entity_type() == "sale" && !state.is_deleted() {
                 self.queue.forward_sale(key, state).await;

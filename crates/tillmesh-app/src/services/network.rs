@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tillmesh_domain::device::{DeviceRecord, DeviceSource};
-use tillmesh_domain::ports::{
-    Clock, DiscoveryEvent, DiscoverySink, PeerTransport, Store, StoreError, TransportError,
-};
+use tillmesh_domain::ports::{Clock, DiscoveryEvent, DiscoverySink, PeerTransport, Store, StoreError, TransportError};
 use tillmesh_domain::wire::HelloV1;
 use tillmesh_domain::{DeviceId, LivenessPolicy, LivenessStatus, Timestamp};
 
@@ -117,18 +115,12 @@ impl NetworkService {
 
     /// Public id of the store this terminal belongs to now.
     pub fn store_id(&self) -> String {
-        self.store_id
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.store_id.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Switches to another store (after joining it with a pairing code).
     pub fn set_store_id(&self, store_id: String) {
-        *self
-            .store_id
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = store_id;
+        *self.store_id.write().unwrap_or_else(std::sync::PoisonError::into_inner) = store_id;
     }
 
     /// Stops trusting every other device (they belonged to the previous store).
@@ -149,12 +141,7 @@ impl NetworkService {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn register_self(
-        &self,
-        name: &str,
-        address: &str,
-        port: u16,
-    ) -> Result<(), StoreError> {
+    pub async fn register_self(&self, name: &str, address: &str, port: u16) -> Result<(), StoreError> {
         self.store
             .upsert_device(DeviceRecord {
                 device_id: self.me.clone(),
@@ -195,11 +182,7 @@ impl NetworkService {
             .devices()
             .await?
             .into_iter()
-            .filter(|d| {
-                d.record.device_id != self.me
-                    && d.record.trusted
-                    && d.status != LivenessStatus::Offline
-            })
+            .filter(|d| d.record.device_id != self.me && d.record.trusted && d.status != LivenessStatus::Offline)
             .collect())
     }
 
@@ -212,16 +195,10 @@ impl NetworkService {
         let hello = match self.transport.hello(&base).await {
             Ok(h) => h,
             Err(TransportError::Unreachable(e)) => return Err(PairError::Unreachable(base, e)),
-            Err(e) => {
-                return Err(PairError::Foreign(format!(
-                    "{base} is not a tillmesh terminal: {e}"
-                )))
-            }
+            Err(e) => return Err(PairError::Foreign(format!("{base} is not a tillmesh terminal: {e}"))),
         };
         if hello.device_id == self.me {
-            return Err(PairError::Foreign(format!(
-                "{base} is this terminal itself"
-            )));
+            return Err(PairError::Foreign(format!("{base} is this terminal itself")));
         }
         if hello.store_id != self.store_id() {
             return Err(PairError::Foreign(format!(
@@ -284,13 +261,7 @@ impl NetworkService {
     /// - `Lost` (goodbye or expiry): the device is offline at once (`device_offline`).
     pub async fn handle_discovery(&self, event: DiscoveryEvent, seq: u64) {
         let (device_id, name, addresses, port) = match event {
-            DiscoveryEvent::Found {
-                device_id,
-                name,
-                addresses,
-                port,
-                ..
-            } => (device_id, name, addresses, port),
+            DiscoveryEvent::Found { device_id, name, addresses, port, .. } => (device_id, name, addresses, port),
             DiscoveryEvent::Lost { device_id } => {
                 self.on_lost(&device_id, seq).await;
                 return;
@@ -318,11 +289,7 @@ impl NetworkService {
                         };
                     let record = DeviceRecord {
                         device_id: device_id.clone(),
-                        name: if hello.name.is_empty() {
-                            name.clone()
-                        } else {
-                            hello.name.clone()
-                        },
+                        name: if hello.name.is_empty() { name.clone() } else { hello.name.clone() },
                         address: addr.clone(),
                         port,
                         last_seen: self.clock.now(),
@@ -349,9 +316,7 @@ impl NetworkService {
     }
 
     fn discovery_state(&self) -> MutexGuard<'_, DiscoveryState> {
-        self.discovery
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.discovery.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether to handle a `Found` with these addresses now (debounce); notes it.
@@ -363,9 +328,7 @@ impl NetworkService {
                 return false;
             }
         }
-        state
-            .recent
-            .insert(id.clone(), (addresses.to_vec(), port, now));
+        state.recent.insert(id.clone(), (addresses.to_vec(), port, now));
         true
     }
 
@@ -395,13 +358,7 @@ impl NetworkService {
                 // Found again since (a restart); this goodbye is old news.
                 return;
             }
-            state.withdrawn.insert(
-                id.clone(),
-                Withdrawal {
-                    seq,
-                    at: self.clock.now(),
-                },
-            );
+            state.withdrawn.insert(id.clone(), Withdrawal { seq, at: self.clock.now() });
         }
         match self.store.device(id).await {
             Ok(Some(d)) => {
@@ -419,15 +376,9 @@ impl NetworkService {
         if record.device_id == self.me {
             return LivenessStatus::Online;
         }
-        let withdrawn = self
-            .discovery_state()
-            .withdrawn
-            .get(&record.device_id)
-            .copied();
+        let withdrawn = self.discovery_state().withdrawn.get(&record.device_id).copied();
         match withdrawn {
-            Some(w) if record.last_seen < w.at.plus_millis(self.liveness.offline_after_ms) => {
-                LivenessStatus::Offline
-            }
+            Some(w) if record.last_seen < w.at.plus_millis(self.liveness.offline_after_ms) => LivenessStatus::Offline,
             _ => self.liveness.status(record.last_seen, now),
         }
     }
@@ -443,13 +394,10 @@ impl NetworkService {
         let Ok(devices) = self.store.devices().await else {
             return;
         };
-        let pings = devices
-            .iter()
-            .filter(|d| d.device_id != self.me)
-            .map(|d| async move {
-                let base = base_url(&d.address, d.port);
-                (d, self.transport.hello(&base).await)
-            });
+        let pings = devices.iter().filter(|d| d.device_id != self.me).map(|d| async move {
+            let base = base_url(&d.address, d.port);
+            (d, self.transport.hello(&base).await)
+        });
         for (d, result) in futures::future::join_all(pings).await {
             if let Ok(HelloV1 { device_id, .. }) = result {
                 if device_id == d.device_id {
@@ -477,21 +425,12 @@ impl NetworkService {
             };
             map.insert(id.clone(), status)
         };
-        match (
-            previous.map(|p| p != LivenessStatus::Offline),
-            status != LivenessStatus::Offline,
-        ) {
+        match (previous.map(|p| p != LivenessStatus::Offline), status != LivenessStatus::Offline) {
             (None | Some(false), true) => {
-                self.events.publish(
-                    EventKind::DeviceOnline,
-                    json!({"device_id": id, "name": name}),
-                );
+                self.events.publish(EventKind::DeviceOnline, json!({"device_id": id, "name": name}));
             }
             (Some(true), false) => {
-                self.events.publish(
-                    EventKind::DeviceOffline,
-                    json!({"device_id": id, "name": name}),
-                );
+                self.events.publish(EventKind::DeviceOffline, json!({"device_id": id, "name": name}));
             }
             _ => {}
         }
@@ -519,10 +458,7 @@ impl NetworkService {
 fn split_base(base: &str) -> (String, u16) {
     let rest = base.split("://").nth(1).unwrap_or(base);
     match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            p.parse().unwrap_or(80),
-        ),
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().unwrap_or(80)),
         None => (rest.to_string(), 80),
     }
 }
@@ -540,7 +476,6 @@ impl DiscoverySink for DiscoveryBridge {
     fn on_event(&self, event: DiscoveryEvent) {
         let network = self.network.clone();
         let seq = network.next_discovery_seq();
-        self.runtime
-            .spawn(async move { network.handle_discovery(event, seq).await });
+        self.runtime.spawn(async move { network.handle_discovery(event, seq).await });
     }
 }

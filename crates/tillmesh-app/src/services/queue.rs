@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tillmesh_domain::ports::{Clock, JitterSource, Store, StoreError};
-use tillmesh_domain::queue::{
-    NewOperation, Notification, OperationStatus, QueueStats, QueuedOperation,
-};
+use tillmesh_domain::queue::{NewOperation, Notification, OperationStatus, QueueStats, QueuedOperation};
 use tillmesh_domain::{BackoffPolicy, DeviceId, EntityKey, EntityState, Timestamp};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -110,29 +108,14 @@ impl OfflineQueueService {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()?;
-        Ok(Self {
-            device,
-            store,
-            clock,
-            jitter,
-            events,
-            policy,
-            upstream,
-            http,
-            wake: Notify::new(),
-        })
+        Ok(Self { device, store, clock, jitter, events, policy, upstream, http, wake: Notify::new() })
     }
 
     /// Enqueues an operation due now.
     ///
     /// # Errors
     /// Store errors.
-    pub async fn enqueue(
-        &self,
-        kind: &str,
-        target: &str,
-        payload: Value,
-    ) -> Result<QueuedOperation, StoreError> {
+    pub async fn enqueue(&self, kind: &str, target: &str, payload: Value) -> Result<QueuedOperation, StoreError> {
         let op = NewOperation {
             id: uuid::Uuid::new_v4().to_string(),
             kind: kind.to_string(),
@@ -151,14 +134,7 @@ impl OfflineQueueService {
         let Some(target) = self.upstream.clone() else {
             return;
         };
-        if let Err(e) = self
-            .enqueue(
-                KIND_HTTP_POST,
-                &target,
-                sale_payload(key, state, &self.device),
-            )
-            .await
-        {
+        if let Err(e) = self.enqueue(KIND_HTTP_POST, &target, sale_payload(key, state, &self.device)).await {
             // The sale itself is stored; only its forwarding could not be queued.
             tracing::error!(sale = %key, error = %e, "could not queue the sale for head office");
         }
@@ -218,10 +194,7 @@ impl OfflineQueueService {
     pub async fn run_worker(self: Arc<Self>) {
         match self.store.recover_processing().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                operations = n,
-                "recovered operations interrupted by a restart"
-            ),
+            Ok(n) => tracing::warn!(operations = n, "recovered operations interrupted by a restart"),
             Err(e) => tracing::error!(error = %e, "could not recover interrupted operations"),
         }
         let mut in_flight: JoinSet<()> = JoinSet::new();
@@ -303,10 +276,7 @@ impl OfflineQueueService {
             Attempt::Retry(err) => {
                 if self.policy_for(&op).may_retry(attempts) {
                     let delay = self.policy.delay(attempts, self.jitter.jitter());
-                    let at = self
-                        .clock
-                        .now()
-                        .plus_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+                    let at = self.clock.now().plus_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                     (err, Some(at))
                 } else {
                     (format!("{err} (gave up after {attempts} attempts)"), None)
@@ -369,34 +339,20 @@ impl OfflineQueueService {
     }
 
     fn policy_for(&self, op: &QueuedOperation) -> BackoffPolicy {
-        BackoffPolicy {
-            max_attempts: op.max_retries,
-            ..self.policy
-        }
+        BackoffPolicy { max_attempts: op.max_retries, ..self.policy }
     }
 
     async fn attempt(&self, op: &QueuedOperation) -> Attempt {
         if op.kind != KIND_HTTP_POST {
             return Attempt::Fatal(format!("unknown operation kind {:?}", op.kind));
         }
-        let resp = self
-            .http
-            .post(&op.target)
-            .header("Idempotency-Key", &op.id)
-            .json(&op.payload)
-            .send()
-            .await;
+        let resp = self.http.post(&op.target).header("Idempotency-Key", &op.id).json(&op.payload).send().await;
         let resp = match resp {
             Ok(r) => r,
             Err(e) if e.is_builder() => {
-                return Attempt::Fatal(format!(
-                    "cannot send to {}: {e} (retrying cannot help)",
-                    op.target
-                ))
+                return Attempt::Fatal(format!("cannot send to {}: {e} (retrying cannot help)", op.target))
             }
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(format!("timed out after {ATTEMPT_TIMEOUT:?}"))
-            }
+            Err(e) if e.is_timeout() => return Attempt::Retry(format!("timed out after {ATTEMPT_TIMEOUT:?}")),
             Err(e) => return Attempt::Retry(format!("could not reach {}: {e}", op.target)),
         };
         let status = resp.status();
@@ -404,11 +360,8 @@ impl OfflineQueueService {
             Verdict::Delivered => Attempt::Delivered,
             Verdict::Retry => Attempt::Retry(format!("receiver answered {status}")),
             Verdict::Fatal => {
-                let location = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let location =
+                    resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
                 let body = resp.text().await.unwrap_or_default();
                 let mut detail = String::new();
                 if let Some(l) = location {
@@ -419,9 +372,7 @@ impl OfflineQueueService {
                     let snippet: String = body.chars().take(ERROR_BODY_CHARS).collect();
                     detail.push_str(&format!(": {snippet}"));
                 }
-                Attempt::Fatal(format!(
-                    "receiver rejected the operation with {status}{detail} (retrying cannot help)"
-                ))
+                Attempt::Fatal(format!("receiver rejected the operation with {status}{detail} (retrying cannot help)"))
             }
         }
     }

@@ -101,25 +101,15 @@ impl SyncService {
         if let Some(e) = &error {
             tracing::warn!(peer = %peer.device_id, error = %e, "sync failed");
         }
-        if let Err(e) = self
-            .store
-            .record_sync_result(&peer.device_id, now, error.clone())
-            .await
-        {
+        if let Err(e) = self.store.record_sync_result(&peer.device_id, now, error.clone()).await {
             tracing::error!(error = %e, "could not record sync result");
         }
         if error.is_none() {
             self.network.touch(&peer.device_id).await;
         }
-        self.events.publish(
-            EventKind::SyncCompleted,
-            json!({"device_id": peer.device_id, "pulled": pulled, "error": error}),
-        );
-        PeerSyncResult {
-            device_id: peer.device_id.clone(),
-            pulled,
-            error,
-        }
+        self.events
+            .publish(EventKind::SyncCompleted, json!({"device_id": peer.device_id, "pulled": pulled, "error": error}));
+        PeerSyncResult { device_id: peer.device_id.clone(), pulled, error }
     }
 
     async fn pull_all(&self, peer: &DeviceRecord) -> Result<u64, (u64, String)> {
@@ -127,16 +117,8 @@ impl SyncService {
         let mut pulled = 0u64;
         // Bounded so that a peer that keeps writing cannot hold one sync forever.
         for _ in 0..100_000 {
-            let state = self
-                .store
-                .peer_state(&peer.device_id)
-                .await
-                .map_err(|e| (pulled, e.to_string()))?;
-            let known = self
-                .store
-                .known_origins()
-                .await
-                .map_err(|e| (pulled, e.to_string()))?;
+            let state = self.store.peer_state(&peer.device_id).await.map_err(|e| (pulled, e.to_string()))?;
+            let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
             let req = PullRequestV1 {
                 device_id: self.me.clone(),
                 after: state.cursor,
@@ -144,25 +126,15 @@ impl SyncService {
                 max_bytes: SYNC_BATCH_BYTES as u64,
                 known,
             };
-            let mut resp = self
-                .transport
-                .pull(&base, &req)
-                .await
-                .map_err(|e| (pulled, e.to_string()))?;
+            let mut resp = self.transport.pull(&base, &req).await.map_err(|e| (pulled, e.to_string()))?;
             if resp.device_id != peer.device_id {
                 return Err((pulled, format!("{base} now answers as {}", resp.device_id)));
             }
             if resp.changes.len() > tillmesh_domain::wire::MAX_BATCH_SIZE {
-                return Err((
-                    pulled,
-                    format!("peer sent {} changes, over the limit", resp.changes.len()),
-                ));
+                return Err((pulled, format!("peer sent {} changes, over the limit", resp.changes.len())));
             }
             if resp.next < state.cursor {
-                return Err((
-                    pulled,
-                    "peer's log went backwards (was its database replaced?)".into(),
-                ));
+                return Err((pulled, "peer's log went backwards (was its database replaced?)".into()));
             }
             in_origin_order(&req.known, &mut resp.changes).map_err(|e| (pulled, e))?;
             let outcome = self
@@ -210,12 +182,7 @@ fn in_origin_order(known: &VectorClock, changes: &mut [ChangeRecord]) -> Result<
             _ => known.get(&c.origin) + 1,
         };
         if c.seq > next {
-            return Err(format!(
-                "peer skipped changes {}#{}..{} (gap in its log)",
-                c.origin,
-                next,
-                c.seq - 1
-            ));
+            return Err(format!("peer skipped changes {}#{}..{} (gap in its log)", c.origin, next, c.seq - 1));
         }
         expected = Some((&c.origin, next.max(c.seq + 1)));
     }
@@ -231,13 +198,7 @@ mod tests {
         let d = DeviceId::parse(origin).expect("id");
         let mut s = EntityState::default();
         s.context.observe(&d, seq);
-        ChangeRecord::new(
-            d,
-            seq,
-            EntityKey::new("t", "x").expect("key"),
-            Timestamp(0),
-            s,
-        )
+        ChangeRecord::new(d, seq, EntityKey::new("t", "x").expect("key"), Timestamp(0), s)
     }
 
     #[test]
@@ -245,19 +206,8 @@ mod tests {
         let mut batch = vec![rec("b", 1), rec("a", 3), rec("a", 2), rec("b", 2)];
         let known = VectorClock::from_entries([(DeviceId::parse("a").expect("id"), 1)]);
         assert!(in_origin_order(&known, &mut batch).is_ok());
-        let order: Vec<(String, u64)> = batch
-            .iter()
-            .map(|c| (c.origin.to_string(), c.seq))
-            .collect();
-        assert_eq!(
-            order,
-            vec![
-                ("a".into(), 2),
-                ("a".into(), 3),
-                ("b".into(), 1),
-                ("b".into(), 2)
-            ]
-        );
+        let order: Vec<(String, u64)> = batch.iter().map(|c| (c.origin.to_string(), c.seq)).collect();
+        assert_eq!(order, vec![("a".into(), 2), ("a".into(), 3), ("b".into(), 1), ("b".into(), 2)]);
     }
 
     #[test]

@@ -72,14 +72,7 @@ struct JsonLines;
 impl DiscoverySink for JsonLines {
     fn on_event(&self, event: DiscoveryEvent) {
         let line = match event {
-            DiscoveryEvent::Found {
-                device_id,
-                name,
-                addresses,
-                port,
-                store_id,
-                protocol,
-            } => json!({
+            DiscoveryEvent::Found { device_id, name, addresses, port, store_id, protocol } => json!({
                 "event": "found",
                 "device_id": device_id.as_str(),
                 "name": name,
@@ -105,13 +98,8 @@ async fn main() -> Result<()> {
         .init();
     let args = parse_args(std::env::args().skip(1))?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let discovery = MdnsDiscovery::new(MdnsConfig {
-        interfaces: args.interfaces.clone(),
-    });
-    discovery
-        .start(args.ad.clone(), Arc::new(JsonLines))
-        .await
-        .context("starting mDNS discovery")?;
+    let discovery = MdnsDiscovery::new(MdnsConfig { interfaces: args.interfaces.clone() });
+    discovery.start(args.ad.clone(), Arc::new(JsonLines)).await.context("starting mDNS discovery")?;
     print_line(&json!({
         "event": "started",
         "device_id": args.ad.device_id.as_str(),

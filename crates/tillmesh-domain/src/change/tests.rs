@@ -12,16 +12,9 @@ fn dev(s: &str) -> DeviceId {
 
 fn record(name: serde_json::Value, seq: u64) -> ChangeRecord {
     let mut state = EntityState::default();
-    let op = EntityOp::Put {
-        fields: [
-            ("name".to_string(), Some(name)),
-            ("price".to_string(), Some(json!(1.5))),
-        ]
-        .into(),
-    };
-    state
-        .apply_local(&op, &dev("term-1"), Timestamp(1_700_000_000_000))
-        .expect("put");
+    let op =
+        EntityOp::Put { fields: [("name".to_string(), Some(name)), ("price".to_string(), Some(json!(1.5)))].into() };
+    state.apply_local(&op, &dev("term-1"), Timestamp(1_700_000_000_000)).expect("put");
     ChangeRecord::new(
         dev("term-1"),
         seq,
@@ -43,10 +36,7 @@ fn checksum_is_stable_across_runs_and_builds() {
 
 #[test]
 fn a_record_survives_a_json_round_trip_with_a_valid_checksum() {
-    let r = record(
-        json!({"b": [1, 2.25, "x"], "a": null, "c": {"z": 1e300}}),
-        3,
-    );
+    let r = record(json!({"b": [1, 2.25, "x"], "a": null, "c": {"z": 1e300}}), 3);
     let text = serde_json::to_string(&r).expect("json");
     let back: ChangeRecord = serde_json::from_str(&text).expect("json");
     assert_eq!(back, r);
@@ -57,10 +47,7 @@ fn a_record_survives_a_json_round_trip_with_a_valid_checksum() {
 fn a_tampered_record_fails_verification() {
     let mut r = record(json!("Tea"), 1);
     r.seq = 2;
-    assert!(matches!(
-        verify_checksum(&r),
-        Err(DomainError::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(verify_checksum(&r), Err(DomainError::ChecksumMismatch { .. })));
 }
 
 #[test]

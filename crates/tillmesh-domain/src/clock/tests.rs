@@ -8,12 +8,8 @@ fn dev(s: &str) -> DeviceId {
 }
 
 fn clock() -> impl Strategy<Value = VectorClock> {
-    proptest::collection::btree_map(
-        prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")],
-        0u64..4,
-        0..4,
-    )
-    .prop_map(|m| VectorClock::from_entries(m.into_iter().map(|(k, v)| (dev(k), v))))
+    proptest::collection::btree_map(prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")], 0u64..4, 0..4)
+        .prop_map(|m| VectorClock::from_entries(m.into_iter().map(|(k, v)| (dev(k), v))))
 }
 
 fn le(a: &VectorClock, b: &VectorClock) -> bool {

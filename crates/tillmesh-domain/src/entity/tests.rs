@@ -16,24 +16,15 @@ fn key() -> EntityKey {
 }
 
 fn put(fields: &[(&str, Value)]) -> EntityOp {
-    EntityOp::Put {
-        fields: fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), Some(v.clone())))
-            .collect(),
-    }
+    EntityOp::Put { fields: fields.iter().map(|(k, v)| (k.to_string(), Some(v.clone()))).collect() }
 }
 
 fn counter(field: &str, delta: i64) -> EntityOp {
-    EntityOp::Counter {
-        field: field.into(),
-        delta,
-    }
+    EntityOp::Counter { field: field.into(), delta }
 }
 
 fn apply(s: &mut EntityState, op: &EntityOp, d: &str, at: i64) {
-    s.apply_local(op, &dev(d), Timestamp(at))
-        .expect("op applies");
+    s.apply_local(op, &dev(d), Timestamp(at)).expect("op applies");
 }
 
 /// Two terminals start from a shared state and each edits offline.
@@ -108,10 +99,7 @@ fn a_delete_wins_only_over_what_it_saw() {
     apply(&mut a, &EntityOp::Delete, "a", 2);
     assert!(a.view().deleted);
     let m = a.joined(&b);
-    assert!(
-        m.view().deleted,
-        "an older state does not revive a deleted entity"
-    );
+    assert!(m.view().deleted, "an older state does not revive a deleted entity");
     apply(&mut b, &put(&[("price", json!(2))]), "b", 3);
     let m = a.joined(&b);
     assert!(!m.view().deleted, "a concurrent write survives the delete");
@@ -131,40 +119,26 @@ fn a_delete_resets_counters_but_concurrent_adjustments_still_count() {
 fn writing_a_counter_as_a_plain_value_is_rejected_and_changes_nothing() {
     let (mut a, _) = forked(&counter("stock", 10));
     let before = a.clone();
-    let err = a
-        .apply_local(&put(&[("stock", json!(3))]), &dev("a"), Timestamp(2))
-        .expect_err("mismatch");
+    let err = a.apply_local(&put(&[("stock", json!(3))]), &dev("a"), Timestamp(2)).expect_err("mismatch");
     assert!(matches!(err, DomainError::FieldKindMismatch { .. }));
     assert_eq!(a, before);
     let (mut p, _) = forked(&put(&[("name", json!("x"))]));
-    assert!(p
-        .apply_local(&counter("name", 1), &dev("a"), Timestamp(2))
-        .is_err());
+    assert!(p.apply_local(&counter("name", 1), &dev("a"), Timestamp(2)).is_err());
 }
 
 #[test]
 fn counter_overflow_is_rejected() {
     let (mut a, _) = forked(&counter("stock", i64::MAX));
-    let err = a
-        .apply_local(&counter("stock", 1), &dev("a"), Timestamp(2))
-        .expect_err("overflow");
+    let err = a.apply_local(&counter("stock", 1), &dev("a"), Timestamp(2)).expect_err("overflow");
     assert!(matches!(err, DomainError::CounterOverflow { .. }));
-    assert!(a
-        .apply_local(&counter("stock", i64::MIN), &dev("a"), Timestamp(3))
-        .is_ok());
+    assert!(a.apply_local(&counter("stock", i64::MIN), &dev("a"), Timestamp(3)).is_ok());
 }
 
 #[test]
 fn setting_a_field_to_null_removes_it() {
     let (mut a, _) = forked(&put(&[("name", json!("Tea")), ("note", json!("x"))]));
-    a.apply_local(
-        &EntityOp::Put {
-            fields: BTreeMap::from([("note".to_string(), None)]),
-        },
-        &dev("a"),
-        Timestamp(2),
-    )
-    .expect("put");
+    a.apply_local(&EntityOp::Put { fields: BTreeMap::from([("note".to_string(), None)]) }, &dev("a"), Timestamp(2))
+        .expect("put");
     assert_eq!(a.view().fields.get("note"), None);
     assert_eq!(a.view().fields["name"], json!("Tea"));
 }
@@ -176,10 +150,7 @@ fn too_deep_values_are_rejected() {
         v = json!([v]);
     }
     let mut s = EntityState::default();
-    assert!(matches!(
-        s.apply_local(&put(&[("x", v)]), &dev("a"), Timestamp(1)),
-        Err(DomainError::TooDeep { .. })
-    ));
+    assert!(matches!(s.apply_local(&put(&[("x", v)]), &dev("a"), Timestamp(1)), Err(DomainError::TooDeep { .. })));
 }
 
 // ---- property tests -------------------------------------------------------------
@@ -222,10 +193,7 @@ fn run(steps: &[Step]) -> (Vec<EntityState>, Vec<EntityState>) {
         match s {
             Step::Op(d, o) => {
                 // Kind mismatches are rejected without effect, which is fine here.
-                if replicas[*d]
-                    .apply_local(o, &dev(DEVICES[*d]), Timestamp(t as i64))
-                    .is_ok()
-                {
+                if replicas[*d].apply_local(o, &dev(DEVICES[*d]), Timestamp(t as i64)).is_ok() {
                     emitted.push(replicas[*d].clone());
                 }
             }

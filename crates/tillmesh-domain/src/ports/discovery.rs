@@ -69,11 +69,7 @@ pub trait Discovery: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`DiscoveryError::Unavailable`] when it cannot start.
-    async fn start(
-        &self,
-        ad: Advertisement,
-        sink: std::sync::Arc<dyn DiscoverySink>,
-    ) -> Result<(), DiscoveryError>;
+    async fn start(&self, ad: Advertisement, sink: std::sync::Arc<dyn DiscoverySink>) -> Result<(), DiscoveryError>;
 
     /// Withdraws the advertisement (goodbye) and stops browsing.
     async fn shutdown(&self);

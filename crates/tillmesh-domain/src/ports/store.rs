@@ -208,12 +208,8 @@ pub trait SyncStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unexpected`].
-    async fn record_sync_result(
-        &self,
-        peer: &DeviceId,
-        at: Timestamp,
-        error: Option<String>,
-    ) -> Result<(), StoreError>;
+    async fn record_sync_result(&self, peer: &DeviceId, at: Timestamp, error: Option<String>)
+        -> Result<(), StoreError>;
 }
 
 /// This terminal's identity and the device registry.

@@ -36,8 +36,7 @@ pub trait PeerTransport: Send + Sync + 'static {
     ///
     /// # Errors
     /// See [`TransportError`].
-    async fn pull(&self, base: &str, req: &PullRequestV1)
-        -> Result<PullResponseV1, TransportError>;
+    async fn pull(&self, base: &str, req: &PullRequestV1) -> Result<PullResponseV1, TransportError>;
 
     /// Proves, both ways, that this terminal and the peer hold the same store key
     /// (an authenticated handshake; `hello` alone proves nothing). Returns the

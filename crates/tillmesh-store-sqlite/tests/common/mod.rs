@@ -41,20 +41,13 @@ impl Backend {
         let (store, dir) = match self {
             Backend::File => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let store =
-                    SqliteStore::open(&dir.path().join("store.db")).expect("open file store");
+                let store = SqliteStore::open(&dir.path().join("store.db")).expect("open file store");
                 (store, Some(dir))
             }
-            Backend::Memory => (
-                SqliteStore::open_in_memory().expect("open memory store"),
-                None,
-            ),
+            Backend::Memory => (SqliteStore::open_in_memory().expect("open memory store"), None),
         };
         let id = device(name);
-        let stored = store
-            .local_device_id(id.clone())
-            .await
-            .expect("local device id");
+        let stored = store.local_device_id(id.clone()).await.expect("local device id");
         assert_eq!(stored, id);
         Node { store, id, dir }
     }
@@ -75,30 +68,17 @@ pub fn ts(ms: i64) -> Timestamp {
 /// A put of the given fields.
 pub fn put(fields: &[(&str, Value)]) -> EntityOp {
     EntityOp::Put {
-        fields: fields
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), Some(v.clone())))
-            .collect::<BTreeMap<_, _>>(),
+        fields: fields.iter().map(|(k, v)| ((*k).to_string(), Some(v.clone()))).collect::<BTreeMap<_, _>>(),
     }
 }
 
 pub fn counter(field: &str, delta: i64) -> EntityOp {
-    EntityOp::Counter {
-        field: field.to_string(),
-        delta,
-    }
+    EntityOp::Counter { field: field.to_string(), delta }
 }
 
 /// Writes one batch on `node` and returns the outcome.
-pub async fn write(
-    node: &Node,
-    ops: Vec<(EntityKey, EntityOp)>,
-    at: i64,
-) -> tillmesh_domain::ports::LocalOutcome {
-    node.store
-        .apply_local(&node.id, ops, ts(at))
-        .await
-        .expect("local write")
+pub async fn write(node: &Node, ops: Vec<(EntityKey, EntityOp)>, at: i64) -> tillmesh_domain::ports::LocalOutcome {
+    node.store.apply_local(&node.id, ops, ts(at)).await.expect("local write")
 }
 
 /// What a reader sees of one field.
@@ -116,23 +96,10 @@ pub async fn pull(from: &Node, to: &Node) -> ApplyOutcome {
 pub async fn pull_pages(from: &Node, to: &Node, limit: usize, max_bytes: usize) -> ApplyOutcome {
     let mut total = ApplyOutcome::default();
     for _ in 0..100_000 {
-        let cursor = to
-            .store
-            .peer_state(&from.id)
-            .await
-            .expect("peer state")
-            .cursor;
+        let cursor = to.store.peer_state(&from.id).await.expect("peer state").cursor;
         let known = to.store.known_origins().await.expect("known origins");
-        let page = from
-            .store
-            .changes_after(cursor, limit, max_bytes, &known)
-            .await
-            .expect("changes after");
-        let out = to
-            .store
-            .apply_remote(&from.id, page.changes, page.next, page.head)
-            .await
-            .expect("apply remote");
+        let page = from.store.changes_after(cursor, limit, max_bytes, &known).await.expect("changes after");
+        let out = to.store.apply_remote(&from.id, page.changes, page.next, page.head).await.expect("apply remote");
         total.applied += out.applied;
         total.duplicates += out.duplicates;
         total.new_conflicts.extend(out.new_conflicts);
@@ -149,8 +116,5 @@ pub async fn digest(node: &Node) -> StoreDigest {
 
 /// Every entity of one type, in id order.
 pub async fn all_of(node: &Node, t: &str) -> Vec<(EntityKey, EntityState)> {
-    node.store
-        .list_entities(t, None, 100_000)
-        .await
-        .expect("list entities")
+    node.store.list_entities(t, None, 100_000).await.expect("list entities")
 }
