@@ -38,11 +38,8 @@ pub const PORT: u16 = 7700;
 /// Panics with instructions unless this process is root and `ip` works.
 pub fn require_root_and_iproute2() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
+    let euid =
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?");
     assert!(
         euid == "0",
         "these tests build network namespaces and must run as root (effective uid is {euid}): \
@@ -59,10 +56,8 @@ pub fn require_root_and_iproute2() {
 
 /// Runs `ip ARGS`; panics with its stderr (and a hint) when it fails.
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
+    let out =
+        Command::new("ip").args(args).output().unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
     assert!(
         out.status.success(),
         "`ip {}` failed: {}\n(these tests need root with CAP_SYS_ADMIN and CAP_NET_ADMIN; in a \
@@ -73,11 +68,7 @@ fn ip(args: &[&str]) {
 }
 
 fn ip_output(args: &[&str]) -> String {
-    Command::new("ip")
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+    Command::new("ip").args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
 }
 
 /// The pid embedded after `prefix` in `name`, when that process no longer exists.
@@ -124,8 +115,7 @@ fn reap_stale() {
 /// Whether any root-namespace address or route is already in `10.NET_OCTET.third.0/24`.
 fn subnet_in_use(third: u8) -> bool {
     let needle = format!("10.{NET_OCTET}.{third}.");
-    ip_output(&["-4", "-o", "addr", "show"]).contains(&needle)
-        || ip_output(&["-4", "route", "show"]).contains(&needle)
+    ip_output(&["-4", "-o", "addr", "show"]).contains(&needle) || ip_output(&["-4", "route", "show"]).contains(&needle)
 }
 
 // ---------------------------------------------------------------- the rig
@@ -165,28 +155,18 @@ impl NetnsRig {
             .map(|i| u8::try_from((start + i * 2) % 254 + 1).unwrap_or(1))
             .find(|t| !subnet_in_use(*t))
             .unwrap_or_else(|| panic!("no free /24 left in 10.{NET_OCTET}.0.0/16"));
-        let mut rig = Self {
-            tag,
-            subnet: [10, NET_OCTET, third],
-            namespaces: Vec::new(),
-            root_if: None,
-        };
+        let mut rig = Self { tag, subnet: [10, NET_OCTET, third], namespaces: Vec::new(), root_if: None };
         let hub = rig.add_namespace("h");
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &hub, "link", "set", "br0", "up"]);
         // The root end: created in the root namespace with its peer placed in the hub.
         let root_if = format!("{ROOT_IF_PREFIX}{pid}{tag}");
-        ip(&[
-            "link", "add", &root_if, "type", "veth", "peer", "name", "r0", "netns", &hub,
-        ]);
+        ip(&["link", "add", &root_if, "type", "veth", "peer", "name", "r0", "netns", &hub]);
         rig.root_if = Some(root_if.clone());
         ip(&["-n", &hub, "link", "set", "r0", "master", "br0"]);
         ip(&["-n", &hub, "link", "set", "r0", "up"]);
         // No IPv6 (no router solicitations, no DAD) and no multicast from the root side.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{root_if}/disable_ipv6"),
-            "1",
-        );
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{root_if}/disable_ipv6"), "1");
         ip(&["addr", "add", &format!("{}/24", rig.host_ip(254)), "dev", &root_if]);
         ip(&["link", "set", &root_if, "up", "multicast", "off"]);
         rig
@@ -200,8 +180,7 @@ impl NetnsRig {
 
     /// Whether `addr` is in this rig's /24.
     pub fn in_subnet(&self, addr: &str) -> bool {
-        addr.parse::<Ipv4Addr>()
-            .is_ok_and(|a| a.octets()[..3] == self.subnet[..])
+        addr.parse::<Ipv4Addr>().is_ok_and(|a| a.octets()[..3] == self.subnet[..])
     }
 
     fn ns_name(&self, role: &str) -> String {
@@ -226,20 +205,13 @@ impl NetnsRig {
         let ifname = format!("veth{host}");
         let hub_end = format!("h{host}");
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", &hub, "link", "add", &hub_end, "type", "veth", "peer", "name", &ifname,
-            "netns", &ns,
-        ]);
+        ip(&["-n", &hub, "link", "add", &hub_end, "type", "veth", "peer", "name", &ifname, "netns", &ns]);
         ip(&["-n", &hub, "link", "set", &hub_end, "master", "br0"]);
         ip(&["-n", &hub, "link", "set", &hub_end, "up"]);
         let addr = self.host_ip(host);
         ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &ifname]);
         ip(&["-n", &ns, "link", "set", &ifname, "up", "multicast", "on"]);
-        NsHost {
-            ns,
-            ifname,
-            ip: addr,
-        }
+        NsHost { ns, ifname, ip: addr }
     }
 }
 
@@ -254,10 +226,7 @@ impl Drop for NetnsRig {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         if let Some(root_if) = &self.root_if {
-            let out = Command::new("ip")
-                .args(["link", "del", root_if])
-                .stderr(Stdio::null())
-                .status();
+            let out = Command::new("ip").args(["link", "del", root_if]).stderr(Stdio::null()).status();
             let _ = out;
         }
     }
@@ -304,10 +273,7 @@ impl NsTerminal {
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
             url,
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .no_proxy()
-                .build()?,
+            client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).no_proxy().build()?,
         };
         t.launch()?;
         Ok(t)
@@ -373,11 +339,7 @@ impl NsTerminal {
         self.child = Some(child);
         if rx.recv_timeout(Duration::from_secs(20)).is_err() {
             self.kill9();
-            bail!(
-                "{} did not print `listening on` within 20 s\n{}",
-                self.spec.name,
-                self.log_tail(40)
-            );
+            bail!("{} did not print `listening on` within 20 s\n{}", self.spec.name, self.log_tail(40));
         }
         Ok(())
     }
@@ -386,12 +348,7 @@ impl NsTerminal {
     pub fn log_tail(&self, n: usize) -> String {
         let lines = self.log.lock().map(|l| l.clone()).unwrap_or_default();
         let skip = lines.len().saturating_sub(n);
-        format!(
-            "--- log of {} ({}) ---\n{}",
-            self.spec.name,
-            self.spec.host.ip,
-            lines[skip..].join("\n")
-        )
+        format!("--- log of {} ({}) ---\n{}", self.spec.name, self.spec.host.ip, lines[skip..].join("\n"))
     }
 
     /// The process id (of `terminal-server` itself: `ip netns exec` execs it).
@@ -415,9 +372,7 @@ impl NsTerminal {
         let Some(mut c) = self.child.take() else {
             return Ok(None);
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = c.try_wait()? {
@@ -447,21 +402,15 @@ impl NsTerminal {
     /// Transport errors.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
         let m = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self
-            .client
-            .request(m, format!("{}{path}", self.url))
-            .bearer_auth(ADMIN_TOKEN);
+        let mut req = self.client.request(m, format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN);
         if let Some(b) = body {
             req = req.json(b);
         }
         let resp = req.send()?;
         let status = resp.status().as_u16();
         let text = resp.text()?;
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let json =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Ok((status, json))
     }
 
@@ -493,10 +442,7 @@ impl NsTerminal {
     /// # Errors
     /// Transport errors.
     pub fn devices(&self) -> Result<Vec<Value>> {
-        Ok(self.ok("GET", "/api/network/devices", None)?["devices"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.ok("GET", "/api/network/devices", None)?["devices"].as_array().cloned().unwrap_or_default())
     }
 
     /// The registry entry of `device_id`, if listed.
@@ -504,10 +450,7 @@ impl NsTerminal {
     /// # Errors
     /// Transport errors.
     pub fn device(&self, device_id: &str) -> Result<Option<Value>> {
-        Ok(self
-            .devices()?
-            .into_iter()
-            .find(|d| d["device_id"] == device_id))
+        Ok(self.devices()?.into_iter().find(|d| d["device_id"] == device_id))
     }
 
     /// `GET /api/sync/digest`.
@@ -524,14 +467,8 @@ impl NsTerminal {
     /// # Errors
     /// If the stream cannot be opened.
     pub fn subscribe_events(&self) -> Result<Receiver<(String, Value)>> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(None::<Duration>)
-            .no_proxy()
-            .build()?;
-        let resp = client
-            .get(format!("{}/api/events", self.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()?;
+        let client = reqwest::blocking::Client::builder().timeout(None::<Duration>).no_proxy().build()?;
+        let resp = client.get(format!("{}/api/events", self.url)).bearer_auth(ADMIN_TOKEN).send()?;
         if !resp.status().is_success() {
             bail!("GET /api/events → {}", resp.status());
         }
@@ -572,13 +509,9 @@ impl Drop for NsTerminal {
 ///
 /// # Errors
 /// On timeout, naming `what`, with the last error or value seen.
-pub fn poll<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<Option<T>>,
-) -> Result<(T, Duration)> {
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<(T, Duration)> {
     let start = Instant::now();
-    let mut last = String::from("nothing");
+    let mut last;
     loop {
         match f() {
             Ok(Some(v)) => return Ok((v, start.elapsed())),
@@ -606,9 +539,7 @@ pub fn wait_event(
     loop {
         let left = timeout.saturating_sub(start.elapsed());
         match rx.recv_timeout(left) {
-            Ok((k, v)) if k == kind && v["device_id"] == device_id => {
-                return Ok((v, start.elapsed()))
-            }
+            Ok((k, v)) if k == kind && v["device_id"] == device_id => return Ok((v, start.elapsed())),
             Ok(_) => {}
             Err(e) => bail!("no `{kind}` event for {device_id} within {timeout:?}: {e}"),
         }

@@ -24,6 +24,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const INSTALL_HINT: &str = "install with: apt-get install -y chromium chromium-driver";
 /// The queued operation's target: port 9 (discard) refuses connections on loopback.
 const DEAD_TARGET: &str = "http://127.0.0.1:9/never";
+/// B's name has markup in it: the page must show it as text, never build elements from it.
+const B_NAME: &str = "till-b <i>x</i>";
 /// How long the page may take to show something after the data is there.
 const UI_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -217,7 +219,7 @@ fn dashboard_shows_every_panel_and_resolves_a_conflict_in_a_real_browser() -> Re
         "--retry-base-ms",
         "10",
     ])?;
-    let b = TerminalProcess::start(&["--name", "till-b", "--sync-interval", "86400"])?;
+    let b = TerminalProcess::start(&["--name", B_NAME, "--sync-interval", "86400"])?;
     a.pair(&b)?;
     b.pair(&a)?;
     let b_id = b.device_id()?;
@@ -271,6 +273,10 @@ fn dashboard_shows_every_panel_and_resolves_a_conflict_in_a_real_browser() -> Re
 fn run_in_browser(rt: &tokio::runtime::Runtime, c: &Client, s: &Scene<'_>) -> Result<()> {
     rt.block_on(show_everything(c, s))?;
 
+    // A custom value the API refuses: its message shows in the error banner.
+    rt.block_on(refused_custom_value(c, s))?;
+    ensure!(conflicts(s.a)?.len() == 1, "the refused value resolved the conflict");
+
     // Keep 120 from the page…
     rt.block_on(keep_value(c, s, "120"))?;
     // …and both the API and the page agree.
@@ -280,11 +286,16 @@ fn run_in_browser(rt: &tokio::runtime::Runtime, c: &Client, s: &Scene<'_>) -> Re
     rt.block_on(poll("no open conflicts", UI_TIMEOUT, || async {
         let count = one(c, "#conflicts-count").await?;
         let conflicts = c.find_all(Locator::Css("#conflicts .conflict")).await?;
+        let banner = js(c, "return document.getElementById('error-banner').hidden").await?;
         Ok(match count {
-            Some(n) if conflicts.is_empty() && n.text().await? == "0" => Some(()),
+            Some(n) if conflicts.is_empty() && n.text().await? == "0" => Some(banner),
             _ => None,
         })
-    }))?;
+    }))
+    .and_then(|banner_hidden| {
+        ensure!(banner_hidden == json!(true), "a successful action should clear the error banner");
+        Ok(())
+    })?;
     // The resolution is a change like any other: B gets it with the next sync.
     sync(s.b)?;
     ensure!(conflicts(s.b)?.is_empty(), "B still lists the conflict");
@@ -308,6 +319,54 @@ fn run_in_browser(rt: &tokio::runtime::Runtime, c: &Client, s: &Scene<'_>) -> Re
             .flatten()
             .any(|n| n["id"] == json!(acked) && n["acknowledged"] == json!(true)))
     })?;
+
+    rt.block_on(token_prompt(c))
+}
+
+/// Types JSON `null` as the custom value (the API refuses it) and waits for the
+/// API's message in the error banner.
+async fn refused_custom_value(c: &Client, s: &Scene<'_>) -> Result<()> {
+    let css = format!("#conflicts .conflict[data-conflict-id='{}']", s.conflict_id);
+    let conflict = c.find(Locator::Css(&css)).await?;
+    conflict.find(Locator::Css("input.custom-value")).await?.send_keys("null").await?;
+    conflict.find(Locator::Css("button.use-custom")).await?.click().await?;
+    let text = poll("the error banner", UI_TIMEOUT, || async {
+        let hidden = js(c, "return document.getElementById('error-banner').hidden").await?;
+        let text = c.find(Locator::Css("#error-text")).await?.text().await?;
+        Ok((hidden == json!(false) && !text.is_empty()).then_some(text))
+    })
+    .await?;
+    ensure!(text.contains("non-null"), "error banner says {text:?}");
+    Ok(())
+}
+
+/// Without a token the page asks for one; a wrong one (401) asks again; the right
+/// one loads the panels.
+async fn token_prompt(c: &Client) -> Result<()> {
+    js(c, "sessionStorage.clear(); return null").await?;
+    c.refresh().await?;
+    let prompt = |reason: &'static str| async move {
+        let visible = js(c, "return !document.getElementById('token-prompt').hidden").await?;
+        let text = c.find(Locator::Css("#token-reason")).await?.text().await?;
+        Ok((visible == json!(true) && text.contains(reason)).then_some(()))
+    };
+    poll("the token prompt", UI_TIMEOUT, || prompt("needs its admin token")).await?;
+    let submit = |token: &'static str| async move {
+        c.find(Locator::Css("#token-input")).await?.send_keys(token).await?;
+        c.find(Locator::Css("#token-form button[type=submit]")).await?.click().await?;
+        anyhow::Ok(())
+    };
+    submit("not-the-admin-token").await?;
+    poll("the token prompt after a 401", UI_TIMEOUT, || prompt("did not accept")).await?;
+    submit(ADMIN_TOKEN).await?;
+    poll("the panels with the right token", UI_TIMEOUT, || async {
+        let hidden = js(c, "return document.getElementById('token-prompt').hidden").await?;
+        let devices = c.find_all(Locator::Css("#devices .device")).await?;
+        Ok((hidden == json!(true) && devices.len() == 2).then_some(()))
+    })
+    .await?;
+    let stored = js(c, "return sessionStorage.getItem('tillmesh.adminToken')").await?;
+    ensure!(stored == json!(ADMIN_TOKEN), "token not stored: {stored}");
     Ok(())
 }
 
@@ -360,9 +419,11 @@ async fn show_everything(c: &Client, s: &Scene<'_>) -> Result<()> {
             return Ok(None);
         };
         let text = d.text().await?;
-        Ok((text.contains(&s.b_id) && text.contains("till-b") && text.contains("online")).then_some(()))
+        Ok((text.contains(&s.b_id) && text.contains(B_NAME) && text.contains("online")).then_some(()))
     })
     .await?;
+    let markup = js(c, "return document.querySelectorAll('main i').length").await?;
+    ensure!(markup == json!(0), "data was inserted as HTML");
 
     // Queue: the failed operation with Retry and Cancel.
     let op_css = format!("#queue .operation[data-operation-id='{}']", s.operation_id);

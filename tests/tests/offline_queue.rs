@@ -285,6 +285,9 @@ fn an_operation_refused_three_times_is_delivered_after_growing_delays() {
     // (neighbours' windows touch at one point: allow scheduling noise there).
     assert!(gaps[1] + ms(20) >= gaps[0] && gaps[2] + ms(20) >= gaps[1], "{gaps:?}");
     assert!(gaps[2] > gaps[0], "{gaps:?}");
+    // The retry comes when it is due, not at the worker's next poll: a worker that
+    // looked at the queue only every 200 ms made this first gap ≥ 200 ms.
+    assert!(gaps[0] < ms(180), "first retry late: {gaps:?}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! long measurements that do not belong in the test suite.
 
 mod bench;
+mod fuzz_api;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -20,8 +21,9 @@ fn main() -> Result<()> {
         Some("ci") => ci(&root),
         Some("tidy") => tidy::run(&root),
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("fuzz-api") => fuzz_api::run(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | tidy | bench>");
+            eprintln!("usage: cargo xtask <ci | tidy | bench | fuzz-api [EXAMPLES]>");
             std::process::exit(2);
         }
     }
@@ -50,7 +52,7 @@ fn render(cmd: &Command) -> String {
     s
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 

@@ -1,6 +1,7 @@
 //! The OpenAPI 3 document of `/api/*`, generated from the handlers' annotations.
 
 use axum::Json;
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -38,6 +39,69 @@ pub struct ApiDoc;
 
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3 document")))]
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn document() -> Json<Value> {
+    Json(completed(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()))
+}
+
+/// Statuses every authenticated operation can answer with the JSON error shape.
+const ERROR_STATUSES: &[(&str, &str)] = &[
+    ("400", "Malformed input: bad JSON, wrong types, invalid names"),
+    ("401", "Missing or wrong admin token"),
+    ("404", "Unknown id or route"),
+    ("409", "Conflicting state (e.g. field_kind_mismatch)"),
+    ("413", "Body or batch too large"),
+    ("415", "Body is not application/json"),
+    ("422", "Well-formed but unacceptable (e.g. counter_overflow)"),
+];
+
+/// Adds what the handler annotations leave implicit, in one place so it cannot
+/// drift: the error responses and their JSON shape, the name patterns of path
+/// parameters, and the open health endpoint.
+fn completed(mut doc: Value) -> Value {
+    let error_ref = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let Some(ops) = item.as_object_mut() else { continue };
+            for (method, op) in ops.iter_mut() {
+                let Some(op) = op.as_object_mut() else { continue };
+                if path == "/api/health" {
+                    op.insert("security".into(), json!([]));
+                } else {
+                    let responses = op.entry("responses").or_insert_with(|| json!({}));
+                    if let Some(r) = responses.as_object_mut() {
+                        for (status, text) in ERROR_STATUSES {
+                            let takes_body = matches!(method.as_str(), "post" | "put" | "patch");
+                            if (*status == "415" || *status == "413") && !takes_body {
+                                continue;
+                            }
+                            r.entry(*status).or_insert_with(|| json!({"description": text}));
+                        }
+                        for (status, resp) in r.iter_mut() {
+                            if status.starts_with('4') || status.starts_with('5') {
+                                resp["content"] = error_ref.clone();
+                            }
+                        }
+                    }
+                }
+                if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                    for p in params {
+                        let name = p["name"].as_str().unwrap_or_default();
+                        if matches!(name, "entity_type" | "entity_id" | "field") {
+                            p["schema"] = json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"});
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc["components"]["schemas"]["ErrorBody"] = json!({
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}
+        }}
+    });
+    doc
 }

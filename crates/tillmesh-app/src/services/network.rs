@@ -479,3 +479,240 @@ impl DiscoverySink for DiscoveryBridge {
         self.runtime.spawn(async move { network.handle_discovery(event, seq).await });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use tillmesh_domain::wire::{PullRequestV1, PullResponseV1, PROTOCOL_VERSION};
+    use tillmesh_store_sqlite::SqliteStore;
+
+    const STORE: &str = "store-a";
+
+    fn id(s: &str) -> DeviceId {
+        DeviceId::parse(s).expect("device id")
+    }
+
+    struct FixedClock(Mutex<Timestamp>);
+
+    impl FixedClock {
+        fn advance(&self, ms: u64) {
+            let mut now = self.0.lock().expect("clock");
+            *now = now.plus_millis(ms);
+        }
+    }
+
+    impl Clock for FixedClock {
+        fn now(&self) -> Timestamp {
+            *self.0.lock().expect("clock")
+        }
+    }
+
+    /// Answers hello for the bases in `up` (as device `peer` of `STORE`); counts calls.
+    #[derive(Default)]
+    struct FakeTransport {
+        up: Mutex<HashSet<String>>,
+        hellos: Mutex<Vec<String>>,
+    }
+
+    impl FakeTransport {
+        fn set_up(&self, base: &str, up: bool) {
+            let mut set = self.up.lock().expect("up");
+            if up {
+                set.insert(base.to_string());
+            } else {
+                set.remove(base);
+            }
+        }
+
+        fn hello_count(&self) -> usize {
+            self.hellos.lock().expect("hellos").len()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl PeerTransport for FakeTransport {
+        async fn hello(&self, base: &str) -> Result<HelloV1, TransportError> {
+            self.hellos.lock().expect("hellos").push(base.to_string());
+            if !self.up.lock().expect("up").contains(base) {
+                return Err(TransportError::Unreachable(format!("{base} refused")));
+            }
+            Ok(HelloV1 {
+                service: "tillmesh".into(),
+                device_id: id("peer"),
+                name: "Till 2".into(),
+                protocol: PROTOCOL_VERSION,
+                store_id: STORE.into(),
+                port: 7700,
+            })
+        }
+
+        async fn pull(&self, _base: &str, _req: &PullRequestV1) -> Result<PullResponseV1, TransportError> {
+            Err(TransportError::Remote("not in these tests".into()))
+        }
+
+        async fn verify_membership(&self, base: &str) -> Result<DeviceId, TransportError> {
+            if self.up.lock().expect("up").contains(base) {
+                Ok(id("peer"))
+            } else {
+                Err(TransportError::Unreachable(base.into()))
+            }
+        }
+    }
+
+    struct Rig {
+        net: NetworkService,
+        clock: Arc<FixedClock>,
+        transport: Arc<FakeTransport>,
+        events: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    }
+
+    fn rig() -> Rig {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let clock = Arc::new(FixedClock(Mutex::new(Timestamp(1_000_000))));
+        let transport = Arc::new(FakeTransport::default());
+        let bus = EventBus::new();
+        let events = bus.subscribe();
+        let net = NetworkService::new(
+            id("me"),
+            STORE.into(),
+            store,
+            clock.clone(),
+            transport.clone(),
+            bus,
+            LivenessPolicy::new(1_000, 3_000),
+        );
+        Rig { net, clock, transport, events }
+    }
+
+    fn found(addresses: &[&str]) -> DiscoveryEvent {
+        DiscoveryEvent::Found {
+            device_id: id("peer"),
+            name: "Till 2".into(),
+            addresses: addresses.iter().map(|a| (*a).to_string()).collect(),
+            port: 7700,
+            store_id: STORE.into(),
+            protocol: PROTOCOL_VERSION,
+        }
+    }
+
+    fn lost() -> DiscoveryEvent {
+        DiscoveryEvent::Lost { device_id: id("peer") }
+    }
+
+    async fn peer(r: &Rig) -> Option<DeviceView> {
+        r.net.devices().await.expect("devices").into_iter().find(|d| d.record.device_id == id("peer"))
+    }
+
+    fn drain(r: &mut Rig) -> Vec<(EventKind, String)> {
+        let mut out = Vec::new();
+        while let Ok(e) = r.events.try_recv() {
+            out.push((e.kind, e.data["device_id"].as_str().unwrap_or_default().to_string()));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_link_local_only_found_that_does_not_answer_records_nothing_and_a_later_ipv4_one_does() {
+        let r = rig();
+        r.net.on_discovered(found(&["fe80::1%eth0"])).await;
+        assert!(peer(&r).await.is_none(), "an address that does not answer is never recorded");
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        r.net.on_discovered(found(&["10.0.0.2", "fe80::1%eth0"])).await;
+        let d = peer(&r).await.expect("recorded");
+        assert_eq!(d.record.address, "10.0.0.2");
+        assert_eq!(d.record.source, DeviceSource::Mdns);
+        assert!(d.record.trusted);
+        assert_eq!(d.status, LivenessStatus::Online);
+    }
+
+    #[tokio::test]
+    async fn a_later_found_with_a_better_address_replaces_the_recorded_one() {
+        let r = rig();
+        r.transport.set_up("http://[fd00::2]:7700", true);
+        r.net.on_discovered(found(&["fd00::2"])).await;
+        assert_eq!(peer(&r).await.expect("recorded").record.address, "fd00::2");
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        r.net.on_discovered(found(&["10.0.0.2", "fd00::2"])).await;
+        assert_eq!(peer(&r).await.expect("recorded").record.address, "10.0.0.2");
+    }
+
+    #[tokio::test]
+    async fn an_older_found_handled_late_does_not_overwrite_a_newer_one() {
+        let r = rig();
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        r.transport.set_up("http://[fd00::2]:7700", true);
+        let (older, newer) = (r.net.next_discovery_seq(), r.net.next_discovery_seq());
+        r.net.handle_discovery(found(&["10.0.0.2", "fd00::2"]), newer).await;
+        r.net.handle_discovery(found(&["fd00::2"]), older).await;
+        assert_eq!(peer(&r).await.expect("recorded").record.address, "10.0.0.2");
+    }
+
+    #[tokio::test]
+    async fn the_same_addresses_found_again_within_two_seconds_are_not_dialled_again() {
+        let r = rig();
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        r.net.on_discovered(found(&["10.0.0.2"])).await;
+        r.net.on_discovered(found(&["10.0.0.2"])).await;
+        assert_eq!(r.transport.hello_count(), 1);
+        r.net.on_discovered(found(&["10.0.0.2", "fd00::2"])).await;
+        assert_eq!(r.transport.hello_count(), 2, "a new address set is handled");
+    }
+
+    #[tokio::test]
+    async fn lost_makes_a_device_offline_at_once_until_it_is_found_again() {
+        let mut r = rig();
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        r.net.on_discovered(found(&["10.0.0.2"])).await;
+        assert_eq!(drain(&mut r), vec![(EventKind::DeviceOnline, "peer".to_string())]);
+
+        r.net.on_discovered(lost()).await;
+        assert_eq!(peer(&r).await.expect("kept").status, LivenessStatus::Offline);
+        assert!(r.net.sync_peers().await.expect("peers").is_empty());
+        assert_eq!(drain(&mut r), vec![(EventKind::DeviceOffline, "peer".to_string())]);
+        // Still answering while it shuts down: that does not bring it back.
+        r.clock.advance(500);
+        r.net.heartbeat().await;
+        assert_eq!(peer(&r).await.expect("kept").status, LivenessStatus::Offline);
+        assert!(drain(&mut r).is_empty());
+
+        // Advertised again (a restart): online at once, even with the same addresses.
+        r.net.on_discovered(found(&["10.0.0.2"])).await;
+        assert_eq!(peer(&r).await.expect("kept").status, LivenessStatus::Online);
+        assert_eq!(drain(&mut r), vec![(EventKind::DeviceOnline, "peer".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_device_that_keeps_answering_comes_back_after_the_offline_threshold() {
+        let mut r = rig();
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        r.net.on_discovered(found(&["10.0.0.2"])).await;
+        r.net.on_discovered(lost()).await;
+        r.clock.advance(3_000);
+        r.net.heartbeat().await;
+        assert_eq!(peer(&r).await.expect("kept").status, LivenessStatus::Online);
+        let kinds: Vec<EventKind> = drain(&mut r).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kinds, vec![EventKind::DeviceOnline, EventKind::DeviceOffline, EventKind::DeviceOnline]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_older_than_the_last_recorded_found_is_ignored() {
+        let r = rig();
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        let (lost_seq, found_seq) = (r.net.next_discovery_seq(), r.net.next_discovery_seq());
+        r.net.handle_discovery(found(&["10.0.0.2"]), found_seq).await;
+        r.net.handle_discovery(lost(), lost_seq).await;
+        assert_eq!(peer(&r).await.expect("recorded").status, LivenessStatus::Online);
+    }
+
+    #[tokio::test]
+    async fn a_found_older_than_a_lost_is_not_recorded() {
+        let r = rig();
+        r.transport.set_up("http://10.0.0.2:7700", true);
+        r.net.on_discovered(found(&["10.0.0.2"])).await;
+        let (found_seq, lost_seq) = (r.net.next_discovery_seq(), r.net.next_discovery_seq());
+        r.net.handle_discovery(lost(), lost_seq).await;
+        r.net.handle_discovery(found(&["10.0.0.2", "fd00::2"]), found_seq).await;
+        assert_eq!(peer(&r).await.expect("kept").status, LivenessStatus::Offline);
+    }
+}
