@@ -1,70 +1,55 @@
-//! A peer that serves a batch with a bad checksum: the batch is rejected whole, the
-//! cursor does not move, and the error shows in `/api/sync/progress`.
+//! A peer whose log holds a corrupted change (bit rot on its disk): the batch carrying
+//! it is rejected whole, nothing of it is applied, the cursor does not move, and the
+//! error shows in `/api/sync/progress`.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::process::Command;
 
-use anyhow::Result;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
-use tillmesh_domain::wire::{HelloV1, PullResponseV1, PROTOCOL_VERSION};
-use tillmesh_domain::{ChangeRecord, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
 use tillmesh_tests::TerminalProcess;
 
-fn record(origin: &DeviceId, seq: u64, id: &str) -> ChangeRecord {
-    let mut state = EntityState::default();
-    let op = EntityOp::Put { fields: [("name".to_string(), Some(json!(id)))].into() };
-    for _ in 0..seq {
-        state.apply_local(&op, origin, Timestamp(1_700_000_000_000)).unwrap();
+/// Changes one stored change's content without fixing its checksum (python3's sqlite3
+/// module stands in for a damaged disk).
+fn corrupt_change(db: &std::path::Path, seq_pos: u32) -> Result<()> {
+    let script = format!(
+        "import sqlite3; c = sqlite3.connect({db:?}); \
+         n = c.execute(\"UPDATE change_log SET record = replace(record, 'item-{seq_pos}', 'item-XX') WHERE pos = {pos}\").rowcount; \
+         c.commit(); print(n)",
+        db = db.display().to_string(),
+        pos = seq_pos + 1,
+    );
+    let out = Command::new("python3").args(["-c", &script]).output()?;
+    if String::from_utf8_lossy(&out.stdout).trim() != "1" {
+        bail!("could not corrupt the change: {}", String::from_utf8_lossy(&out.stderr));
     }
-    ChangeRecord::new(origin.clone(), seq, EntityKey::new("product", id).unwrap(), Timestamp(1), state)
+    Ok(())
 }
 
-/// Serves hello + pull as a terminal of the test store would, with one tampered record.
-async fn fake_peer(store_id: String) -> Result<String> {
-    let me = DeviceId::parse("fake-peer")?;
-    let mut changes = vec![record(&me, 1, "good1"), record(&me, 2, "good2"), record(&me, 3, "bad")];
-    changes[2].state.fields.clear(); // content changed after the checksum was computed
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let hello = HelloV1 {
-        service: "tillmesh".into(),
-        device_id: me.clone(),
-        name: "fake".into(),
-        protocol: PROTOCOL_VERSION,
-        store_id,
-        port: addr.port(),
-    };
-    let resp = Arc::new(PullResponseV1 { device_id: me, changes, next: 3, has_more: false, head: 3 });
-    let app = Router::new()
-        .route("/peer/v1/hello", get(move || async move { Json(hello.clone()) }))
-        .route("/peer/v1/pull", post(move || async move { Json((*resp).clone()) }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr.to_string())
-}
+#[test]
+fn a_batch_with_a_bad_checksum_is_rejected_whole() -> Result<()> {
+    let mut a = TerminalProcess::start(&[])?;
+    let ops: Vec<Value> =
+        (0..5).map(|i| json!({"op": "put", "type": "product", "id": format!("p{i}"), "fields": {"name": format!("item-{i}")}})).collect();
+    a.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))?;
+    a.terminate()?;
+    corrupt_change(&a.data_dir.join("tillmesh.db"), 3)?;
+    let a = TerminalProcess::start_in(&a.data_dir.clone(), &[])?;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_batch_with_a_bad_checksum_is_rejected_whole() -> Result<()> {
-    let t = tokio::task::spawn_blocking(|| TerminalProcess::start(&[])).await??;
-    let t = Arc::new(t);
-    // The public store id is what hello advertises; read it from the terminal's own hello.
-    let hello: serde_json::Value = reqwest::get(format!("{}/peer/v1/hello", t.url)).await?.json().await?;
-    let store_id = hello["store_id"].as_str().unwrap().to_string();
-    let addr = fake_peer(store_id).await?;
-    let t2 = t.clone();
-    let (before, progress, after) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let before = t2.digest()?;
-        t2.ok("POST", "/api/network/pair", Some(&json!({ "address": addr })))?;
-        let r = t2.sync_now()?;
-        assert!(r["peers"][0]["error"].as_str().unwrap().contains("checksum"), "{r}");
-        Ok((before, t2.ok("GET", "/api/sync/progress", None)?, t2.digest()?))
-    })
-    .await??;
-    assert_eq!(before, after, "nothing of the batch was applied");
+    let b = TerminalProcess::start(&[])?;
+    let before = b.digest()?;
+    b.pair(&a)?;
+    let r = b.sync_now()?;
+    assert!(r["peers"][0]["error"].as_str().unwrap().contains("checksum"), "{r}");
+    assert_eq!(r["peers"][0]["pulled"], 0);
+    assert_eq!(b.digest()?, before, "nothing of the batch was applied, not even the good changes");
+    let progress = b.ok("GET", "/api/sync/progress", None)?;
     let peer = &progress["peers"][0];
     assert!(peer["last_error"].as_str().unwrap().contains("checksum"), "{progress}");
-    assert_eq!(peer["pending_changes"], 0, "cursor not advanced, peer head never recorded");
-    assert!(peer["last_sync"].is_null());
+    assert!(peer["last_sync"].is_null(), "a rejected batch is not a successful sync");
+    // Retrying keeps refusing rather than skipping the bad change.
+    let again = b.sync_now()?;
+    assert!(again["peers"][0]["error"].as_str().unwrap().contains("checksum"), "{again}");
+    assert_eq!(b.digest()?, before);
     Ok(())
 }

@@ -181,6 +181,12 @@ fn terminals_find_each_other_sync_and_track_liveness_over_real_mdns() {
     let since_sigterm = terminated.elapsed();
     eprintln!("t3 offline on t1 and t2 {since_sigterm:?} after SIGTERM (poll {took:?})");
     wait_event(&events, "device_offline", &id3, Duration::from_secs(1)).or_logs(&[&t1]);
+    let withdrawn = t1.log_tail(100_000);
+    assert!(
+        withdrawn.lines().any(|l| l.contains("withdrew its mDNS advertisement") && l.contains(&id3)),
+        "t1 went offline for t3 by silence, not through its goodbye (mDNS Lost)\n{}",
+        t1.log_tail(80)
+    );
     assert!(
         since_sigterm < Duration::from_millis(2500),
         "t3 said goodbye but went offline only after {since_sigterm:?}, i.e. by silence\n{}",

@@ -376,7 +376,8 @@ fn every_management_endpoint_but_health_requires_the_admin_token() -> Result<()>
     for (method, path) in &routes {
         let concrete: String =
             path.split('/').map(|seg| if seg.starts_with('{') { "x" } else { seg }).collect::<Vec<_>>().join("/");
-        for auth in [None, Some("Bearer wrong-token"), Some(ADMIN_TOKEN)] {
+        let good = format!("Bearer {ADMIN_TOKEN}");
+        for auth in [None, Some("Bearer wrong-token"), Some(good.as_str())] {
             let mut req = client
                 .request(reqwest::Method::from_bytes(method.as_bytes())?, format!("{}{concrete}", t.url))
                 .json(&json!({}));
@@ -389,7 +390,7 @@ fn every_management_endpoint_but_health_requires_the_admin_token() -> Result<()>
                 assert_eq!(status, 200);
                 break;
             }
-            if auth == Some(ADMIN_TOKEN) {
+            if auth == Some(good.as_str()) {
                 assert_ne!(status, 401, "{method} {path} refuses the right token");
                 continue;
             }
@@ -546,7 +547,7 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
     let me = DeviceId::parse("puller")?;
     let server = DeviceId::parse("server")?;
     let client = HttpTransport::new(StoreKey::new(STORE_KEY), me.clone())?;
-    let empty = PullResponseV1 { device_id: server.clone(), changes: vec![], next: 0, has_more: false, head: 0 };
+    let empty = PullResponseV1 { device_id: server.clone(), changes: vec![], next: 0, has_more: false, head: 0, log_epoch: String::new(), epoch_start: 0 };
 
     let honest = member_serving(empty.clone(), false).await?;
     assert_eq!(client.pull(&honest, &pull_request(&me)).await?, empty);
@@ -562,6 +563,8 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
         next: 1,
         has_more: false,
         head: 1,
+        log_epoch: String::new(),
+        epoch_start: 0,
     };
     let big = member_serving(flood, false).await?;
     let e = client.pull(&big, &pull_request(&me)).await.err().unwrap();
@@ -655,6 +658,8 @@ proptest! {
             next: 3,
             has_more: false,
             head: 3,
+            log_epoch: String::new(),
+            epoch_start: 0,
         };
         let mut bytes = serde_json::to_vec(&resp).unwrap();
         for (at, byte, kind) in edits {

@@ -34,6 +34,10 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 pub struct AppState {
     /// This terminal.
     pub device_id: DeviceId,
+    /// This run's writer id (`<device_id>.<incarnation>`), also its log epoch.
+    pub writer_id: DeviceId,
+    /// Length of the change log when this run started.
+    pub epoch_start: u64,
     /// Its name.
     pub name: String,
     /// Its port as bound.

@@ -64,6 +64,16 @@ pub struct PullResponseV1 {
     pub has_more: bool,
     /// The server's log length, to estimate pending work.
     pub head: u64,
+    /// Identifies the server's current run. Log positions up to `epoch_start` are
+    /// history that any copy of the server's data dir shares; positions after it were
+    /// written by this run. A cursor obtained in another run and beyond `epoch_start`
+    /// may point into a log that was rolled back, restored or cloned since, so the
+    /// puller rewinds it to `epoch_start`.
+    #[serde(default)]
+    pub log_epoch: String,
+    /// The server's log length when this run started.
+    #[serde(default)]
+    pub epoch_start: u64,
 }
 
 /// Opens a peer session: the first step of the store-membership handshake

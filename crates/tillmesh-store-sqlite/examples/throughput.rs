@@ -3,6 +3,9 @@
 //! second store in batches of 100, log paging, and the digest.
 //!
 //! `cargo run -p tillmesh-store-sqlite --release --example throughput [N]`
+//!
+//! Each line gives the wall-clock rate and, on Linux, the rate per CPU-second of the
+//! whole process (all threads), which stays meaningful on a busy machine.
 
 use std::error::Error;
 use std::time::Instant;
@@ -26,8 +29,39 @@ fn product(i: usize) -> EntityOp {
     EntityOp::Put { fields: fields.into_iter().map(|(k, v)| (k.to_string(), Some(v))).collect() }
 }
 
-fn rate(n: usize, secs: f64) -> String {
-    format!("{n} in {secs:.3} s = {:.0}/s", n as f64 / secs)
+/// CPU time of this process (user + system, all threads), from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// A phase being timed: wall clock and process CPU time.
+struct Phase {
+    wall: Instant,
+    cpu: Option<f64>,
+}
+
+impl Phase {
+    fn start() -> Self {
+        Self { wall: Instant::now(), cpu: cpu_seconds() }
+    }
+
+    fn wall(&self) -> f64 {
+        self.wall.elapsed().as_secs_f64()
+    }
+
+    fn rate(&self, n: usize) -> String {
+        let secs = self.wall();
+        let cpu = match (self.cpu, cpu_seconds()) {
+            (Some(a), Some(b)) if b > a => format!(", {:.0}/CPU-s", n as f64 / (b - a)),
+            _ => String::new(),
+        };
+        format!("{n} in {secs:.3} s = {:.0}/s{cpu}", n as f64 / secs)
+    }
 }
 
 #[tokio::main]
@@ -43,22 +77,22 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let ops: Vec<_> = (0..10_000)
         .map(|i| Ok((EntityKey::new("warmup", format!("w{i}"))?, product(i))))
         .collect::<Result<_, Box<dyn Error>>>()?;
-    let t = Instant::now();
+    let t = Phase::start();
     a.apply_local(&da, ops, Timestamp(1)).await?;
-    println!("local, one batch of 10000:      {}", rate(10_000, t.elapsed().as_secs_f64()));
+    println!("local, one batch of 10000:       {}", t.rate(10_000));
 
     // n puts in batches of 100.
-    let t = Instant::now();
+    let t = Phase::start();
     for start in (0..n).step_by(100) {
         let ops = (start..(start + 100).min(n))
             .map(|i| Ok((EntityKey::new("product", format!("p{i}"))?, product(i))))
             .collect::<Result<Vec<_>, Box<dyn Error>>>()?;
         a.apply_local(&da, ops, Timestamp(2)).await?;
     }
-    println!("local, batches of 100:          {}", rate(n, t.elapsed().as_secs_f64()));
+    println!("local, batches of 100:           {}", t.rate(n));
 
     // Pull everything into b, batches of 100, as the sync loop does.
-    let t = Instant::now();
+    let t = Phase::start();
     let mut applied = 0;
     loop {
         let cursor = b.peer_state(&da).await?.cursor;
@@ -70,10 +104,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
             break;
         }
     }
-    println!("remote pull+apply, pages of 100: {}", rate(applied, t.elapsed().as_secs_f64()));
+    println!("remote pull+apply, pages of 100: {}", t.rate(applied));
 
     // Page the log alone (serving side).
-    let t = Instant::now();
+    let t = Phase::start();
     let (mut after, mut served) = (0, 0);
     loop {
         let page = a.changes_after(after, 100, 1 << 20, &VectorClock::new()).await?;
@@ -83,11 +117,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
             break;
         }
     }
-    println!("changes_after, pages of 100:    {}", rate(served, t.elapsed().as_secs_f64()));
+    println!("changes_after, pages of 100:     {}", t.rate(served));
 
     // A puller that knows everything walks the whole log.
     let known = b.known_origins().await?;
-    let t = Instant::now();
+    let t = Phase::start();
     let (mut after, mut calls) = (0, 0);
     loop {
         let page = a.changes_after(after, 100, 1 << 20, &known).await?;
@@ -97,20 +131,20 @@ async fn main() -> Result<(), Box<dyn Error>> {
             break;
         }
     }
-    println!("changes_after, all known:       {} rows in {calls} calls, {:.3} s", after, t.elapsed().as_secs_f64());
+    println!("changes_after, all known:        {after} rows in {calls} calls: {}", t.rate(usize::try_from(after)?));
 
-    let t = Instant::now();
+    let t = Phase::start();
     let (dga, dgb) = (a.digest().await?, b.digest().await?);
-    println!("digest ×2:                      {} entities each, {:.3} s", dga.entities, t.elapsed().as_secs_f64());
+    println!("digest ×2, entities:             {}", t.rate(2 * usize::try_from(dga.entities)?));
     if dga != dgb {
         return Err("digests differ after the pull".into());
     }
-    let t = Instant::now();
+    let t = Phase::start();
     b.digest().await?;
-    println!("digest:                         {} entities, {:.3} s", dgb.entities, t.elapsed().as_secs_f64());
+    println!("digest, entities:                {}", t.rate(usize::try_from(dgb.entities)?));
 
     // Concurrent reads while b writes, through the reader pool.
-    let t = Instant::now();
+    let t = Phase::start();
     let reads = {
         let b2 = b.clone();
         tokio::spawn(async move {
@@ -131,6 +165,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         b.apply_local(&db, ops, Timestamp(3)).await?;
     }
     let found = reads.await?.map_err(|e| e.to_string())?;
-    println!("20000 point reads beside 10000 writes: {:.3} s ({found} found)", t.elapsed().as_secs_f64());
+    println!("20000 point reads beside 10000 local writes on the same store: {:.3} s ({found} found)", t.wall());
     Ok(())
 }

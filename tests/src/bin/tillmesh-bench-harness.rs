@@ -76,14 +76,10 @@ async fn apply(c: &Cluster, i: usize, ops: Vec<(EntityKey, EntityOp)>) -> Result
 }
 
 /// One round over `members`: each syncs once with every peer it knows, concurrently.
-/// Returns the changes pulled.
-async fn round(c: &Cluster, members: &[usize]) -> Result<u64> {
+/// Returns the changes each pulled, in `members` order.
+async fn round(c: &Cluster, members: &[usize]) -> Result<Vec<u64>> {
     let runs = members.iter().map(|&i| c.sync(i));
-    let mut pulled = 0;
-    for r in futures::future::join_all(runs).await {
-        pulled += r?;
-    }
-    Ok(pulled)
+    futures::future::join_all(runs).await.into_iter().collect()
 }
 
 /// Whether the digests of each group are all equal.
@@ -101,17 +97,23 @@ async fn rounds_until(
 ) -> Result<Value> {
     let t0 = Instant::now();
     let (mut sync_s, mut pulled) = (0.0, 0u64);
+    let mut by_member = vec![0u64; members.len()];
     for r in 1..=max_rounds {
         let t = Instant::now();
-        let p = round(c, members).await?;
+        let per = round(c, members).await?;
         let dt = t.elapsed().as_secs_f64();
         sync_s += dt;
+        let p: u64 = per.iter().sum();
         pulled += p;
+        for (acc, x) in by_member.iter_mut().zip(&per) {
+            *acc += x;
+        }
         let digests = c.digests().await?;
         eprintln!("[harness]   {label} round {r}: {p} changes pulled in {dt:.2} s");
         if groups_equal(&digests, groups) {
             return Ok(json!({
                 "rounds": r, "wall_s": t0.elapsed().as_secs_f64(), "sync_s": sync_s, "pulled": pulled,
+                "pulled_by": by_member,
             }));
         }
     }
@@ -187,7 +189,10 @@ async fn convergence_run(n: usize, writes: usize, ngroups: usize, max_rounds: us
     let write_s = t.elapsed().as_secs_f64();
     eprintln!("[harness] N={n}: {} writes in {write_s:.1} s", n * writes);
     let all: Vec<usize> = (0..n).collect();
-    let partition = rounds_until(&c, &all, &groups, max_rounds, &format!("N={n} partitioned")).await?;
+    let mut partition = rounds_until(&c, &all, &groups, max_rounds, &format!("N={n} partitioned")).await?;
+    if let Some(o) = partition.as_object_mut() {
+        o.remove("pulled_by");
+    }
     // Heal: every terminal also pulls from one random terminal of another group.
     for i in 0..n {
         let mut p = rng.below(n);
@@ -196,7 +201,10 @@ async fn convergence_run(n: usize, writes: usize, ngroups: usize, max_rounds: us
         }
         c.link(i, p).await?;
     }
-    let heal = rounds_until(&c, &all, &[all.clone()], max_rounds, &format!("N={n} healed")).await?;
+    let mut heal = rounds_until(&c, &all, &[all.clone()], max_rounds, &format!("N={n} healed")).await?;
+    if let Some(o) = heal.as_object_mut() {
+        o.remove("pulled_by");
+    }
     let d = c.state(0).store.digest().await?;
     c.shutdown().await;
     Ok(json!({
@@ -281,7 +289,8 @@ async fn catchup(args: &[String]) -> Result<Value> {
     }
     let rejoin = rounds_until(&c, &everyone, &[everyone.clone()], max_rounds, "rejoin").await?;
     let d = c.state(r).store.digest().await?;
-    let r_pulled = c.state(r).store.log_head().await?;
+    // `everyone` is 0..=mesh, so r's count is the last.
+    let r_pulled = rejoin["pulled_by"][r].as_u64().unwrap_or_default();
     c.shutdown().await;
     Ok(json!({
         "mesh": mesh, "changes": per * mesh, "offline_writes": offline_writes,
@@ -290,7 +299,7 @@ async fn catchup(args: &[String]) -> Result<Value> {
         "rejoin": {
             "rounds": rejoin["rounds"], "wall_s": rejoin["wall_s"], "sync_s": rejoin["sync_s"],
             "pulled_all_terminals": rejoin["pulled"],
-            "rejoiner_pulled": r_pulled.saturating_sub((mesh * 200 + offline_writes) as u64),
+            "rejoiner_pulled": r_pulled,
         },
         "entities": d.entities,
     }))

@@ -36,39 +36,34 @@ impl Term {
     /// Starts `bin` with a fresh data dir, plus `extra` flags.
     pub(crate) fn start(bin: &Path, name: &str, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let log = std::env::var_os("BENCH_LOG").is_some();
-        let mut child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0", "--discovery", "off"])
-            .args(["--admin-token", ADMIN_TOKEN, "--store-key", STORE_KEY])
-            .args(["--name", name])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keeps draining stdout so the pipe never fills.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
+        let (child, url) = spawn(bin, dir.path(), name, extra)?;
+        Ok(Self {
+            child,
+            url,
+            dir,
+            client: client()?,
+        })
+    }
+
+    /// Stops the process with SIGTERM (clean shutdown) and starts `bin` again on the
+    /// same data dir (it gets a new port).
+    pub(crate) fn restart(&mut self, bin: &Path, name: &str, extra: &[&str]) -> Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while self.child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
             }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("terminal-server did not print `listening on` within 30 s");
-            }
-        };
-        let url = url.replace("0.0.0.0", "127.0.0.1");
-        Ok(Self { child, url, dir, client: client()? })
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (child, url) = spawn(bin, self.dir.path(), name, extra)?;
+        self.child = child;
+        self.url = url;
+        Ok(())
     }
 
     /// Process id.
@@ -164,6 +159,41 @@ impl Drop for Term {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts `bin` on `dir`; returns the child and its base URL once it listens.
+fn spawn(bin: &Path, dir: &Path, name: &str, extra: &[&str]) -> Result<(Child, String)> {
+    let log = std::env::var_os("BENCH_LOG").is_some();
+    let mut child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--discovery", "off"])
+        .args(["--admin-token", ADMIN_TOKEN, "--store-key", STORE_KEY])
+        .args(["--name", name])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining stdout so the pipe never fills.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(u) => Ok((child, u.replace("0.0.0.0", "127.0.0.1"))),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("terminal-server did not print `listening on` within 60 s")
+        }
     }
 }
 

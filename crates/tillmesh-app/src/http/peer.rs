@@ -51,5 +51,7 @@ pub async fn pull(
         next: page.next,
         has_more: page.has_more,
         head: page.head,
+        log_epoch: state.writer_id.to_string(),
+        epoch_start: state.epoch_start,
     }))
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson};
 use super::SharedState;
+use crate::terminal::device_of_writer;
 use crate::timefmt::rfc3339;
 
 /// Offline-queue counts.
@@ -130,6 +131,8 @@ pub struct ConflictValueDto {
     pub value: Value,
     /// Device that wrote it.
     pub device_id: String,
+    /// The run of that device that wrote it (`<device_id>.<incarnation>`).
+    pub writer: String,
     /// When (RFC 3339).
     pub at: String,
 }
@@ -179,7 +182,8 @@ pub async fn conflicts(State(state): State<SharedState>) -> Result<Json<Conflict
                     .iter()
                     .map(|v| ConflictValueDto {
                         value: v.value.clone(),
-                        device_id: v.device_id.to_string(),
+                        device_id: device_of_writer(v.device_id.as_str()).to_string(),
+                        writer: v.device_id.to_string(),
                         at: rfc3339(v.at),
                     })
                     .collect(),

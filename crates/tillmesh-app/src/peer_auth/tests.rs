@@ -222,3 +222,91 @@ fn a_malformed_join_message_is_a_client_error() {
         assert_eq!(e.status.as_u16(), 400, "{msg}");
     }
 }
+
+/// A peer that claims `store_id` in hello and passes the handshake only if `member`.
+struct Claimant {
+    store_id: String,
+    member: bool,
+    handshakes: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl tillmesh_domain::ports::PeerTransport for Claimant {
+    async fn hello(
+        &self,
+        _base: &str,
+    ) -> Result<tillmesh_domain::wire::HelloV1, tillmesh_domain::ports::TransportError> {
+        Ok(tillmesh_domain::wire::HelloV1 {
+            service: "tillmesh".into(),
+            device_id: DeviceId::parse("peer").unwrap(),
+            name: "Till 2".into(),
+            protocol: tillmesh_domain::wire::PROTOCOL_VERSION,
+            store_id: self.store_id.clone(),
+            port: 7700,
+        })
+    }
+
+    async fn pull(
+        &self,
+        _base: &str,
+        _req: &tillmesh_domain::wire::PullRequestV1,
+    ) -> Result<tillmesh_domain::wire::PullResponseV1, tillmesh_domain::ports::TransportError> {
+        Err(tillmesh_domain::ports::TransportError::Remote("not in these tests".into()))
+    }
+
+    async fn verify_membership(
+        &self,
+        _base: &str,
+    ) -> Result<DeviceId, tillmesh_domain::ports::TransportError> {
+        self.handshakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.member {
+            Ok(DeviceId::parse("peer").unwrap())
+        } else {
+            Err(tillmesh_domain::ports::TransportError::Unauthorized("not a member".into()))
+        }
+    }
+}
+
+/// Discovers `peer` through a claimant; returns whether it was recorded as trusted
+/// and how many handshakes were tried.
+async fn discovered_trust(claimed_store: &str, member: bool) -> (Option<bool>, usize) {
+    use crate::services::network::NetworkService;
+    use tillmesh_domain::ports::{DiscoveryEvent, Store};
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(tillmesh_store_sqlite::SqliteStore::open_in_memory().unwrap());
+    let transport = std::sync::Arc::new(Claimant {
+        store_id: claimed_store.to_string(),
+        member,
+        handshakes: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let net = NetworkService::new(
+        DeviceId::parse("me").unwrap(),
+        crate::secrets::store_id(KEY),
+        store.clone(),
+        std::sync::Arc::new(crate::system::SystemClock),
+        transport.clone(),
+        crate::events::EventBus::new(),
+        tillmesh_domain::LivenessPolicy::new(1_000, 3_000),
+    );
+    net.on_discovered(DiscoveryEvent::Found {
+        device_id: DeviceId::parse("peer").unwrap(),
+        name: "Till 2".into(),
+        addresses: vec!["10.0.0.2".into()],
+        port: 7700,
+        store_id: claimed_store.to_string(),
+        protocol: tillmesh_domain::wire::PROTOCOL_VERSION,
+    })
+    .await;
+    let trusted = store.device(&DeviceId::parse("peer").unwrap()).await.unwrap().map(|d| d.trusted);
+    (trusted, transport.handshakes.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_discovered_terminal_is_trusted_only_after_the_authenticated_handshake() {
+    let ours = crate::secrets::store_id(KEY);
+    assert_eq!(discovered_trust(&ours, true).await, (Some(true), 1));
+    assert_eq!(discovered_trust(&ours, false).await, (Some(false), 1), "a copied store id is not enough");
+    let (trusted, handshakes) = discovered_trust("0123456789abcdef", true).await;
+    assert_eq!(trusted, Some(false), "another store's terminal is listed, untrusted");
+    assert_eq!(handshakes, 0);
+}

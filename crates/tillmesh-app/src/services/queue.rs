@@ -1,5 +1,11 @@
 //! The offline queue: outbound operations stored in SQLite, delivered by a worker
 //! with exponential, jittered backoff, and failure notifications.
+//!
+//! Delivery is at least once: an attempt interrupted by a crash (the operation left
+//! `processing`) is made again after the restart. Every attempt of an operation
+//! carries the same `Idempotency-Key` (the operation id), so a receiver that honours
+//! it sees each operation exactly once. `--max-retries` counts attempts in total;
+//! a 4xx other than 408/409/425/429 (and a redirect) fails the operation at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +35,9 @@ const IDLE_POLL: Duration = Duration::from_millis(1000);
 
 /// Pause after a storage failure before trying again.
 const TROUBLE_PAUSE: Duration = Duration::from_millis(200);
+
+/// Pause when an operation looked due but could not be claimed.
+const SPIN_PAUSE: Duration = Duration::from_millis(10);
 
 /// Times the outcome of an attempt is offered to a failing store.
 const RECORD_TRIES: u32 = 5;
@@ -200,6 +209,7 @@ impl OfflineQueueService {
         let mut in_flight: JoinSet<()> = JoinSet::new();
         loop {
             let mut trouble = false;
+            let mut claimed = 0;
             let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
             if room > 0 {
                 match self.store.due(self.clock.now(), room).await {
@@ -207,6 +217,7 @@ impl OfflineQueueService {
                         for op in due {
                             match self.store.mark_processing(&op.id).await {
                                 Ok(true) => {
+                                    claimed += 1;
                                     let me = self.clone();
                                     in_flight.spawn(async move { me.process(op).await });
                                 }
@@ -226,7 +237,7 @@ impl OfflineQueueService {
                     }
                 }
             }
-            let pause = if trouble {
+            let mut pause = if trouble {
                 TROUBLE_PAUSE
             } else if in_flight.len() >= MAX_IN_FLIGHT {
                 // Nothing can be claimed before an attempt finishes.
@@ -235,7 +246,12 @@ impl OfflineQueueService {
                 self.until_next_due().await
             };
             if pause.is_zero() {
-                continue;
+                if claimed > 0 {
+                    continue;
+                }
+                // Something is due yet nothing could be claimed (it was cancelled or
+                // claimed meanwhile): look again shortly rather than spin.
+                pause = SPIN_PAUSE;
             }
             tokio::select! {
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {

@@ -42,6 +42,8 @@ pub struct SyncService {
     // One sync at a time per peer: a background round and `sync/now` must not both
     // pull the same cursor.
     peer_locks: Mutex<HashMap<DeviceId, Arc<Mutex<()>>>>,
+    // Log epoch (run) of each peer our cursor was last advanced in.
+    epochs: std::sync::Mutex<HashMap<DeviceId, String>>,
 }
 
 impl SyncService {
@@ -65,6 +67,7 @@ impl SyncService {
             batch_size: batch_size.clamp(1, tillmesh_domain::wire::MAX_BATCH_SIZE as u32),
             in_progress: AtomicUsize::new(0),
             peer_locks: Mutex::new(HashMap::new()),
+            epochs: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,6 +133,25 @@ impl SyncService {
             if resp.device_id != peer.device_id {
                 return Err((pulled, format!("{base} now answers as {}", resp.device_id)));
             }
+            // A different run of the peer whose log is shorter than our cursor: its data
+            // dir was rolled back, restored or cloned. Positions up to `epoch_start` are
+            // shared history; rewind to there so nothing written since is skipped.
+            let same_run = self.epochs.lock().ok().and_then(|e| e.get(&peer.device_id).cloned())
+                == Some(resp.log_epoch.clone());
+            if !same_run && state.cursor > resp.epoch_start {
+                tracing::warn!(
+                    peer = %peer.device_id,
+                    cursor = state.cursor,
+                    epoch_start = resp.epoch_start,
+                    "peer restarted from a state that may not contain our cursor; rewinding"
+                );
+                self.store
+                    .apply_remote(&peer.device_id, Vec::new(), resp.epoch_start, resp.head)
+                    .await
+                    .map_err(|e| (pulled, e.to_string()))?;
+                self.remember_epoch(&peer.device_id, &resp.log_epoch);
+                continue;
+            }
             if resp.changes.len() > tillmesh_domain::wire::MAX_BATCH_SIZE {
                 return Err((pulled, format!("peer sent {} changes, over the limit", resp.changes.len())));
             }
@@ -142,6 +164,7 @@ impl SyncService {
                 .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head)
                 .await
                 .map_err(|e| (pulled, e.to_string()))?;
+            self.remember_epoch(&peer.device_id, &resp.log_epoch);
             pulled += outcome.applied as u64;
             for c in &outcome.new_conflicts {
                 self.events.publish(
@@ -154,6 +177,12 @@ impl SyncService {
             }
         }
         Ok(pulled)
+    }
+
+    fn remember_epoch(&self, peer: &DeviceId, epoch: &str) {
+        if let Ok(mut e) = self.epochs.lock() {
+            e.insert(peer.clone(), epoch.to_string());
+        }
     }
 
     /// Runs a round every `period` until dropped.
