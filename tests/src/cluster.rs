@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tillmesh_app::{Config, StartHooks, Terminal};
-use tillmesh_domain::ports::{PeerTransport, TransportError};
+use tillmesh_domain::ports::{Clock, PeerTransport, TransportError};
 use tillmesh_domain::wire::{HelloV1, PullRequestV1, PullResponseV1};
 use tillmesh_domain::DeviceId;
 
@@ -112,6 +112,7 @@ struct Slot {
 /// A set of in-process terminals.
 pub struct Cluster {
     slots: Vec<Slot>,
+    clock: Option<Arc<dyn Clock>>,
     faults: Arc<Mutex<Faults>>,
     /// Seed of the fault generator (printed so failures can be replayed).
     pub seed: u64,
@@ -154,8 +155,20 @@ impl Cluster {
     /// # Errors
     /// Start-up failures.
     pub async fn spawn_seeded(n: usize, seed: u64) -> Result<Self> {
+        Self::spawn_full(n, seed, None).await
+    }
+
+    /// Starts `n` terminals sharing one (manual) clock.
+    ///
+    /// # Errors
+    /// Start-up failures.
+    pub async fn spawn_with_clock(n: usize, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::spawn_full(n, 1, Some(clock)).await
+    }
+
+    async fn spawn_full(n: usize, seed: u64, clock: Option<Arc<dyn Clock>>) -> Result<Self> {
         let faults = Arc::new(Mutex::new(Faults::new(seed)));
-        let mut cluster = Self { slots: Vec::with_capacity(n), faults, seed };
+        let mut cluster = Self { slots: Vec::with_capacity(n), clock, faults, seed };
         for i in 0..n {
             let dir = tempfile::tempdir()?;
             let config = config_for(dir.path(), i)?;
@@ -172,7 +185,7 @@ impl Cluster {
             wrap_transport: Some(Box::new(move |inner| {
                 Arc::new(FaultyTransport { inner, own_port, faults }) as Arc<dyn PeerTransport>
             })),
-            clock: None,
+            clock: self.clock.clone(),
         };
         let t = Terminal::start_with(slot.config.clone(), hooks).await?;
         *slot.own_port.lock().map_err(|_| anyhow!("poisoned"))? = t.addr.port();

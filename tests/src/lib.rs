@@ -4,6 +4,7 @@
 //!
 //! Set `TEST_LOG=1` to see the terminals' logs.
 
+pub mod clock;
 pub mod cluster;
 pub mod netns;
 pub mod process;

@@ -226,8 +226,7 @@ impl Drop for NetnsRig {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         if let Some(root_if) = &self.root_if {
-            let out = Command::new("ip").args(["link", "del", root_if]).stderr(Stdio::null()).status();
-            let _ = out;
+            let _ = Command::new("ip").args(["link", "del", root_if]).stderr(Stdio::null()).status();
         }
     }
 }

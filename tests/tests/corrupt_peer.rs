@@ -29,8 +29,11 @@ fn corrupt_change(db: &std::path::Path, seq_pos: u32) -> Result<()> {
 #[test]
 fn a_batch_with_a_bad_checksum_is_rejected_whole() -> Result<()> {
     let mut a = TerminalProcess::start(&[])?;
-    let ops: Vec<Value> =
-        (0..5).map(|i| json!({"op": "put", "type": "product", "id": format!("p{i}"), "fields": {"name": format!("item-{i}")}})).collect();
+    let ops: Vec<Value> = (0..5)
+        .map(
+            |i| json!({"op": "put", "type": "product", "id": format!("p{i}"), "fields": {"name": format!("item-{i}")}}),
+        )
+        .collect();
     a.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))?;
     a.terminate()?;
     corrupt_change(&a.data_dir.join("tillmesh.db"), 3)?;

@@ -547,7 +547,15 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
     let me = DeviceId::parse("puller")?;
     let server = DeviceId::parse("server")?;
     let client = HttpTransport::new(StoreKey::new(STORE_KEY), me.clone())?;
-    let empty = PullResponseV1 { device_id: server.clone(), changes: vec![], next: 0, has_more: false, head: 0, log_epoch: String::new(), epoch_start: 0 };
+    let empty = PullResponseV1 {
+        device_id: server.clone(),
+        changes: vec![],
+        next: 0,
+        has_more: false,
+        head: 0,
+        log_epoch: String::new(),
+        epoch_start: 0,
+    };
 
     let honest = member_serving(empty.clone(), false).await?;
     assert_eq!(client.pull(&honest, &pull_request(&me)).await?, empty);

@@ -11,9 +11,13 @@ pub fn run(_root: &Path, args: &[String]) -> Result<()> {
     if !matches!(cases.parse::<u32>(), Ok(n) if n > 0) {
         bail!("CASES must be a positive integer, got {cases:?}");
     }
-    crate::run(
-        crate::cargo()
-            .env("PROPTEST_CASES", cases)
-            .args(["test", "-p", "tillmesh-tests", "--test", "security", "--", "fuzz"]),
-    )
+    crate::run(crate::cargo().env("PROPTEST_CASES", cases).args([
+        "test",
+        "-p",
+        "tillmesh-tests",
+        "--test",
+        "security",
+        "--",
+        "fuzz",
+    ]))
 }

@@ -55,12 +55,15 @@ fn check_data_dir(dir: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Turns the real peer transport into another (e.g. one that injects faults).
+pub type TransportWrapper = Box<dyn FnOnce(Arc<dyn PeerTransport>) -> Arc<dyn PeerTransport> + Send>;
+
 /// Replaceable parts, for the in-process harness: a wrapper around the peer
 /// transport (fault injection) and the clock.
 #[derive(Default)]
 pub struct StartHooks {
     /// Wraps the real peer transport.
-    pub wrap_transport: Option<Box<dyn FnOnce(Arc<dyn PeerTransport>) -> Arc<dyn PeerTransport> + Send>>,
+    pub wrap_transport: Option<TransportWrapper>,
     /// Replaces the system clock.
     pub clock: Option<Arc<dyn Clock>>,
 }

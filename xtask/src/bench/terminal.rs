@@ -37,20 +37,13 @@ impl Term {
     pub(crate) fn start(bin: &Path, name: &str, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (child, url) = spawn(bin, dir.path(), name, extra)?;
-        Ok(Self {
-            child,
-            url,
-            dir,
-            client: client()?,
-        })
+        Ok(Self { child, url, dir, client: client()? })
     }
 
     /// Stops the process with SIGTERM (clean shutdown) and starts `bin` again on the
     /// same data dir (it gets a new port).
     pub(crate) fn restart(&mut self, bin: &Path, name: &str, extra: &[&str]) -> Result<()> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while self.child.try_wait()?.is_none() {
             if std::time::Instant::now() > deadline {

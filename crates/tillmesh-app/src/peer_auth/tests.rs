@@ -254,10 +254,7 @@ impl tillmesh_domain::ports::PeerTransport for Claimant {
         Err(tillmesh_domain::ports::TransportError::Remote("not in these tests".into()))
     }
 
-    async fn verify_membership(
-        &self,
-        _base: &str,
-    ) -> Result<DeviceId, tillmesh_domain::ports::TransportError> {
+    async fn verify_membership(&self, _base: &str) -> Result<DeviceId, tillmesh_domain::ports::TransportError> {
         self.handshakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.member {
             Ok(DeviceId::parse("peer").unwrap())

@@ -136,8 +136,8 @@ impl SyncService {
             // A different run of the peer whose log is shorter than our cursor: its data
             // dir was rolled back, restored or cloned. Positions up to `epoch_start` are
             // shared history; rewind to there so nothing written since is skipped.
-            let same_run = self.epochs.lock().ok().and_then(|e| e.get(&peer.device_id).cloned())
-                == Some(resp.log_epoch.clone());
+            let same_run =
+                self.epochs.lock().ok().and_then(|e| e.get(&peer.device_id).cloned()) == Some(resp.log_epoch.clone());
             if !same_run && state.cursor > resp.epoch_start {
                 tracing::warn!(
                     peer = %peer.device_id,
