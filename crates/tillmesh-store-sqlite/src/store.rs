@@ -25,7 +25,7 @@ const READERS: usize = 2;
 
 /// Pragmas of every connection. `journal_mode` is persistent in the file; the others
 /// are per connection. (For `:memory:` the journal mode stays `memory`.)
-const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; \
+const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA temp_store = MEMORY; \

@@ -264,6 +264,10 @@ impl HttpTransport {
                 }
                 return Err(TransportError::Unauthorized(message));
             }
+            if a.status == StatusCode::PAYLOAD_TOO_LARGE {
+                // Refused before the session was checked, so unsigned; nothing to trust in it.
+                return Err(TransportError::Remote("the peer refused the request as too large".into()));
+            }
             let presented = a.headers.get(HEADER_SIG).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let expected = response_signature(&session.key, seq, a.status.as_u16(), &sha256_hex(&a.body));
             if !tag_matches(&expected, presented) {
