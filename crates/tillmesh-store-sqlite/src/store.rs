@@ -21,7 +21,7 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// Reader connections of a file-backed store. Two matches the machines' two cores:
 /// reads run beside the writer (WAL) without queueing behind it.
-const READERS: usize = 2;
+const READERS: usize = 0;
 
 /// Pragmas of every connection. `journal_mode` is persistent in the file; the others
 /// are per connection. (For `:memory:` the journal mode stays `memory`.)

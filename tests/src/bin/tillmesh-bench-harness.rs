@@ -45,8 +45,8 @@ fn product(i: usize) -> EntityOp {
         "vat_rate": ([0.055, 0.1, 0.2][i % 3]),
         "category": (["bakery", "dairy", "drinks", "frozen", "produce", "household"][i % 6]),
         "brand": format!("Brand {}", i % 250),
-        "unit": if i % 5 == 0 { "kg" } else { "piece" },
-        "active": i % 17 != 0,
+        "unit": if i.is_multiple_of(5) { "kg" } else { "piece" },
+        "active": !i.is_multiple_of(17),
         "description": format!(
             "Shelf {} / aisle {}: store brand, keep refrigerated below 7 C, best before printed on lid",
             i % 40,
@@ -201,7 +201,7 @@ async fn convergence_run(n: usize, writes: usize, ngroups: usize, max_rounds: us
         }
         c.link(i, p).await?;
     }
-    let mut heal = rounds_until(&c, &all, &[all.clone()], max_rounds, &format!("N={n} healed")).await?;
+    let mut heal = rounds_until(&c, &all, std::slice::from_ref(&all), max_rounds, &format!("N={n} healed")).await?;
     if let Some(o) = heal.as_object_mut() {
         o.remove("pulled_by");
     }
@@ -251,7 +251,7 @@ async fn catchup(args: &[String]) -> Result<Value> {
         apply(&c, i, ops).await?;
     }
     let everyone: Vec<usize> = (0..=mesh).collect();
-    let initial = rounds_until(&c, &everyone, &[everyone.clone()], max_rounds, "initial").await?;
+    let initial = rounds_until(&c, &everyone, std::slice::from_ref(&everyone), max_rounds, "initial").await?;
     // r is offline: the mesh writes `changes` changes (new products and price updates)
     // and syncs among itself; r makes sales of its own.
     let t = Instant::now();
@@ -282,12 +282,12 @@ async fn catchup(args: &[String]) -> Result<Value> {
     }
     let write_s = t.elapsed().as_secs_f64();
     eprintln!("[harness] catch-up: {} mesh changes written in {write_s:.1} s; mesh syncs without r", per * mesh);
-    let mesh_sync = rounds_until(&c, &mesh_ids, &[mesh_ids.clone()], max_rounds, "mesh").await?;
+    let mesh_sync = rounds_until(&c, &mesh_ids, std::slice::from_ref(&mesh_ids), max_rounds, "mesh").await?;
     // r rejoins: the mesh pairs with it again, everyone syncs until all agree.
     for i in 0..mesh {
         c.link(i, r).await?;
     }
-    let rejoin = rounds_until(&c, &everyone, &[everyone.clone()], max_rounds, "rejoin").await?;
+    let rejoin = rounds_until(&c, &everyone, std::slice::from_ref(&everyone), max_rounds, "rejoin").await?;
     let d = c.state(r).store.digest().await?;
     // `everyone` is 0..=mesh, so r's count is the last.
     let r_pulled = rejoin["pulled_by"][r].as_u64().unwrap_or_default();
