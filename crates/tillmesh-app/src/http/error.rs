@@ -109,7 +109,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         _ => "invalid_body",
     };
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        format!("request body is larger than {} bytes", super::MAX_BODY_BYTES)
+        "request body is larger than this route accepts".to_string()
     } else {
         r.body_text()
     };

@@ -73,7 +73,7 @@ pub async fn devices(State(state): State<SharedState>) -> Result<Json<DeviceList
 
 /// Pairs with a terminal by address (where multicast is blocked).
 #[utoipa::path(post, path = "/api/network/pair", tag = "network", request_body = PairBody,
-    responses((status = 200, body = DeviceDto), (status = 400), (status = 422, description = "not a terminal of this store"), (status = 502, description = "address unreachable")))]
+    responses((status = 200, body = DeviceDto), (status = 400), (status = 403, description = "wrong pairing code"), (status = 410, description = "pairing code expired or burned after 5 wrong tries"), (status = 422, description = "unreachable, or not a terminal of this store")))]
 pub async fn pair(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<PairBody>,

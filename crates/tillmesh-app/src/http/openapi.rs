@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{entities, network, queue, sync};
+use super::{entities, network, pairing, queue, sync};
 
 struct BearerAuth;
 
@@ -28,7 +28,7 @@ impl Modify for BearerAuth {
     paths(
         entities::health, entities::put_entity, entities::get_entity, entities::delete_entity,
         entities::adjust_counter, entities::list, entities::batch,
-        network::devices, network::pair,
+        network::devices, network::pair, pairing::pairing_code,
         sync::progress, sync::now, sync::conflicts, sync::resolve, sync::digest,
         queue::list, queue::create, queue::stats, queue::retry, queue::cancel,
         queue::notifications, queue::ack, queue::events,

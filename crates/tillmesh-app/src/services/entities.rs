@@ -40,8 +40,20 @@ impl EntityService {
             op.validate()?;
         }
         let outcome = self.store.apply_local(&self.device, ops, self.clock.now()).await?;
+        // A sale is forwarded once, with its state at the end of the batch, when the
+        // batch created it and did not delete it again.
+        let mut new_sales: Vec<&EntityKey> = Vec::new();
+        let mut last_state: std::collections::HashMap<&EntityKey, &EntityState> = std::collections::HashMap::new();
         for (key, state, created) in &outcome.entities {
-            if *created && key.entity_type() == "sale" && !state.is_deleted() {
+            if key.entity_type() == "sale" {
+                if *created && !new_sales.contains(&key) {
+                    new_sales.push(key);
+                }
+                last_state.insert(key, state);
+            }
+        }
+        for key in new_sales {
+            if let Some(state) = last_state.get(key).filter(|s| !s.is_deleted()) {
                 self.queue.forward_sale(key, state).await;
             }
         }
