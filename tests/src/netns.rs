@@ -355,35 +355,17 @@ impl NsTerminal {
         self.child.as_ref().map(Child::id)
     }
 
-    /// SIGKILL (a power cut: no goodbye) and wait.
+    /// Kills the process with SIGKILL (a power cut: no goodbye) and waits for it.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::process::kill_child(&mut self.child);
     }
 
-    /// SIGTERM and wait up to 15 s; returns the exit code.
+    /// Sends SIGTERM and waits up to 15 s for a clean exit; returns the exit code.
     ///
     /// # Errors
     /// If it does not exit in time.
     pub fn terminate(&mut self) -> Result<Option<i32>> {
-        let Some(mut c) = self.child.take() else {
-            return Ok(None);
-        };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = c.try_wait()? {
-                return Ok(status.code());
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                bail!("{} did not exit within 15 s of SIGTERM", self.spec.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::process::terminate_child(&mut self.child, &self.spec.name)
     }
 
     /// Starts it again on the same data dir (after [`Self::kill9`] or [`Self::terminate`]).

@@ -167,12 +167,9 @@ impl TerminalProcess {
         self.ok("POST", "/api/sync/now", None)
     }
 
-    /// Kills the process with SIGKILL (a power cut) and waits for it.
+    /// Kills the process with SIGKILL (a power cut: no goodbye) and waits for it.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::process::kill_child(&mut self.child);
     }
 
     /// Sends SIGTERM and waits up to 15 s for a clean exit; returns the exit code.
@@ -180,27 +177,44 @@ impl TerminalProcess {
     /// # Errors
     /// If it does not exit in time.
     pub fn terminate(&mut self) -> Result<Option<i32>> {
-        let Some(mut c) = self.child.take() else {
-            return Ok(None);
-        };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = c.try_wait()? {
-                return Ok(status.code());
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                bail!("terminal-server did not exit within 15 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::process::terminate_child(&mut self.child, "terminal-server")
     }
 }
 
 impl Drop for TerminalProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// SIGKILLs a child process (if still there) and reaps it.
+pub fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Sends SIGTERM to a child process and waits up to 15 s; returns its exit code.
+///
+/// # Errors
+/// If it does not exit in time (it is then killed).
+pub fn terminate_child(child: &mut Option<Child>, name: &str) -> Result<Option<i32>> {
+    let Some(mut c) = child.take() else {
+        return Ok(None);
+    };
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = c.try_wait()? {
+            return Ok(status.code());
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            bail!("{name} did not exit within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
