@@ -13,8 +13,8 @@ pub(crate) fn product_fields(i: usize) -> Value {
         "vat_rate": ([0.055, 0.1, 0.2][i % 3]),
         "category": (["bakery", "dairy", "drinks", "frozen", "produce", "household"][i % 6]),
         "brand": format!("Brand {}", i % 250),
-        "unit": if i % 5 == 0 { "kg" } else { "piece" },
-        "active": i % 17 != 0,
+        "unit": if i.is_multiple_of(5) { "kg" } else { "piece" },
+        "active": !i.is_multiple_of(17),
         "description": format!(
             "Shelf {} / aisle {}: store brand, keep refrigerated below 7 C, best before printed on lid",
             i % 40,
