@@ -9,14 +9,18 @@ use std::time::Duration;
 
 use serde_json::json;
 use tillmesh_domain::device::DeviceRecord;
-use tillmesh_domain::ports::{Clock, PeerTransport, Store, StoreError};
-use tillmesh_domain::wire::{PullRequestV1, SYNC_BATCH_BYTES};
+use tillmesh_domain::ports::{Clock, PeerTransport, Store, StoreError, TransportError};
+use tillmesh_domain::wire::{PullRequestV1, PullResponseV1, SYNC_BATCH_BYTES};
 use tillmesh_domain::{ChangeRecord, DeviceId, VectorClock};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use crate::config::base_url;
 use crate::events::{EventBus, EventKind};
 use crate::services::network::NetworkService;
+
+/// A pull's answer with the `known` vector it was asked with.
+type PullAnswer = (VectorClock, Result<PullResponseV1, TransportError>);
 
 /// Result of syncing with one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,18 +122,17 @@ impl SyncService {
     async fn pull_all(&self, peer: &DeviceRecord) -> Result<u64, (u64, String)> {
         let base = base_url(&peer.address, peer.port);
         let mut pulled = 0u64;
+        let state = self.store.peer_state(&peer.device_id).await.map_err(|e| (pulled, e.to_string()))?;
+        let mut cursor = state.cursor;
+        let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
+        // One request is always in flight while the previous batch is applied, so the
+        // peer encodes batch n+1 while this terminal stores batch n.
+        let mut inflight = Some(self.spawn_pull(&base, cursor, known));
         // Bounded so that a peer that keeps writing cannot hold one sync forever.
         for _ in 0..100_000 {
-            let state = self.store.peer_state(&peer.device_id).await.map_err(|e| (pulled, e.to_string()))?;
-            let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
-            let req = PullRequestV1 {
-                device_id: self.me.clone(),
-                after: state.cursor,
-                limit: self.batch_size,
-                max_bytes: SYNC_BATCH_BYTES as u64,
-                known,
-            };
-            let mut resp = self.transport.pull(&base, &req).await.map_err(|e| (pulled, e.to_string()))?;
+            let Some(task) = inflight.take() else { break };
+            let (req_known, resp) = task.await.map_err(|e| (pulled, format!("pull task failed: {e}")))?;
+            let mut resp = resp.map_err(|e| (pulled, e.to_string()))?;
             if resp.device_id != peer.device_id {
                 return Err((pulled, format!("{base} now answers as {}", resp.device_id)));
             }
@@ -138,10 +141,10 @@ impl SyncService {
             // shared history; rewind to there so nothing written since is skipped.
             let same_run =
                 self.epochs.lock().ok().and_then(|e| e.get(&peer.device_id).cloned()) == Some(resp.log_epoch.clone());
-            if !same_run && state.cursor > resp.epoch_start {
+            if !same_run && cursor > resp.epoch_start {
                 tracing::warn!(
                     peer = %peer.device_id,
-                    cursor = state.cursor,
+                    cursor,
                     epoch_start = resp.epoch_start,
                     "peer restarted from a state that may not contain our cursor; rewinding"
                 );
@@ -150,20 +153,38 @@ impl SyncService {
                     .await
                     .map_err(|e| (pulled, e.to_string()))?;
                 self.remember_epoch(&peer.device_id, &resp.log_epoch);
+                cursor = resp.epoch_start;
+                let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
+                inflight = Some(self.spawn_pull(&base, cursor, known));
                 continue;
             }
             if resp.changes.len() > tillmesh_domain::wire::MAX_BATCH_SIZE {
                 return Err((pulled, format!("peer sent {} changes, over the limit", resp.changes.len())));
             }
-            if resp.next < state.cursor {
+            if resp.next < cursor {
                 return Err((pulled, "peer's log went backwards (was its database replaced?)".into()));
             }
-            in_origin_order(&req.known, &mut resp.changes).map_err(|e| (pulled, e))?;
-            let outcome = self
-                .store
-                .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head)
-                .await
-                .map_err(|e| (pulled, e.to_string()))?;
+            in_origin_order(&req_known, &mut resp.changes).map_err(|e| (pulled, e))?;
+            if resp.has_more {
+                // What this batch adds to `known` is known already; the next request can
+                // leave before the batch is stored. If storing fails, its answer is dropped.
+                let mut next_known = req_known;
+                for c in &resp.changes {
+                    next_known.observe(&c.origin, c.seq);
+                }
+                inflight = Some(self.spawn_pull(&base, resp.next, next_known));
+            }
+            let applied = self.store.apply_remote(&peer.device_id, resp.changes, resp.next, resp.head).await;
+            let outcome = match applied {
+                Ok(o) => o,
+                Err(e) => {
+                    if let Some(t) = inflight.take() {
+                        t.abort();
+                    }
+                    return Err((pulled, e.to_string()));
+                }
+            };
+            cursor = resp.next;
             self.remember_epoch(&peer.device_id, &resp.log_epoch);
             pulled += outcome.applied as u64;
             for c in &outcome.new_conflicts {
@@ -172,11 +193,25 @@ impl SyncService {
                     json!({"conflict_id": c.id, "entity_type": c.key.entity_type(), "entity_id": c.key.entity_id(), "field": c.field}),
                 );
             }
-            if !resp.has_more {
-                return Ok(pulled);
-            }
         }
         Ok(pulled)
+    }
+
+    /// Starts one pull in the background; its answer comes with the `known` it asked with.
+    fn spawn_pull(&self, base: &str, after: u64, known: VectorClock) -> JoinHandle<PullAnswer> {
+        let transport = self.transport.clone();
+        let base = base.to_string();
+        let req = PullRequestV1 {
+            device_id: self.me.clone(),
+            after,
+            limit: self.batch_size,
+            max_bytes: SYNC_BATCH_BYTES as u64,
+            known,
+        };
+        tokio::spawn(async move {
+            let resp = transport.pull(&base, &req).await;
+            (req.known, resp)
+        })
     }
 
     fn remember_epoch(&self, peer: &DeviceId, epoch: &str) {
