@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use diesel::prelude::*;
 use diesel::SqliteConnection;
-use tillmesh_domain::ports::{ApplyOutcome, ChangePage, PeerSyncState, StoreError, SyncStore};
+use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncState, StoreError, SyncStore};
 use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, Timestamp, VectorClock};
 
 use crate::entities::Working;
@@ -176,8 +176,25 @@ fn changes_after_tx(
     max_bytes: usize,
     known: &HashMap<String, u64>,
 ) -> Res<ChangePage> {
+    let raw = changes_after_json_tx(conn, after, limit, max_bytes, known)?;
+    let changes = raw
+        .changes
+        .iter()
+        .map(|record| serde_json::from_str::<ChangeRecord>(record).map_err(|e| corrupt("change record", e)))
+        .collect::<Res<Vec<_>>>()?;
+    Ok(ChangePage { changes, next: raw.next, has_more: raw.has_more, head: raw.head })
+}
+
+/// The page as stored JSON texts; [`changes_after_tx`] decodes them.
+fn changes_after_json_tx(
+    conn: &mut SqliteConnection,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+    known: &HashMap<String, u64>,
+) -> Res<ChangePageJson> {
     let head = log_head_tx(conn)?;
-    let mut page = ChangePage { changes: Vec::new(), next: after, has_more: false, head };
+    let mut page = ChangePageJson { changes: Vec::new(), next: after, has_more: false, head };
     if after >= head {
         return Ok(page);
     }
@@ -201,8 +218,7 @@ fn changes_after_tx(
         if page.changes.len() >= limit || (!page.changes.is_empty() && bytes.saturating_add(size) > max_bytes) {
             break;
         }
-        let change: ChangeRecord = serde_json::from_str(&record).map_err(|e| corrupt("change record", e))?;
-        page.changes.push(change);
+        page.changes.push(record);
         bytes = bytes.saturating_add(size);
         page.next = to_u64(pos, "log position")?;
     }
@@ -253,6 +269,17 @@ impl SyncStore for SqliteStore {
     ) -> Result<ChangePage, StoreError> {
         let known: HashMap<String, u64> = known.iter().map(|(d, n)| (d.as_str().to_string(), *n)).collect();
         self.read(move |conn| changes_after_tx(conn, after, limit, max_bytes, &known)).await
+    }
+
+    async fn changes_after_json(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+        known: &VectorClock,
+    ) -> Result<ChangePageJson, StoreError> {
+        let known: HashMap<String, u64> = known.iter().map(|(d, n)| (d.as_str().to_string(), *n)).collect();
+        self.read(move |conn| changes_after_json_tx(conn, after, limit, max_bytes, &known)).await
     }
 
     async fn apply_remote(

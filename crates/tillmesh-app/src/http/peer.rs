@@ -5,9 +5,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use tillmesh_domain::wire::{
-    HelloV1, PullRequestV1, PullResponseV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, SYNC_BATCH_BYTES,
-};
+use serde_json::value::RawValue;
+use tillmesh_domain::wire::{HelloV1, PullRequestV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, SYNC_BATCH_BYTES};
+use tillmesh_domain::DeviceId;
 
 use super::error::{ApiError, ApiJson};
 use super::SharedState;
@@ -31,7 +31,7 @@ pub async fn pull(
     State(state): State<SharedState>,
     Extension(peer): Extension<PeerIdentity>,
     ApiJson(req): ApiJson<PullRequestV1>,
-) -> Result<Json<PullResponseV1>, ApiError> {
+) -> Result<Json<RawPullResponse>, ApiError> {
     if req.device_id != peer.device_id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -41,17 +41,34 @@ pub async fn pull(
     }
     let limit = (req.limit as usize).clamp(1, MAX_BATCH_SIZE);
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX).clamp(1024, 4 * SYNC_BATCH_BYTES);
-    let page = state.store.changes_after(req.after, limit, max_bytes, &req.known).await?;
+    let page = state.store.changes_after_json(req.after, limit, max_bytes, &req.known).await?;
     if peer.device_id != state.device_id {
         state.network.touch(&peer.device_id).await;
     }
-    Ok(Json(PullResponseV1 {
+    // The stored records are relayed as they are (no decode and re-encode): the
+    // puller verifies every checksum before applying anything.
+    let changes = page.changes.into_iter().map(RawValue::from_string).collect::<Result<Vec<_>, _>>().map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", format!("stored change is not JSON: {e}"))
+    })?;
+    Ok(Json(RawPullResponse {
         device_id: state.device_id.clone(),
-        changes: page.changes,
+        changes,
         next: page.next,
         has_more: page.has_more,
         head: page.head,
         log_epoch: state.writer_id.to_string(),
         epoch_start: state.epoch_start,
     }))
+}
+
+/// [`tillmesh_domain::wire::PullResponseV1`] as sent: the same JSON, with the changes spliced in raw.
+#[derive(serde::Serialize)]
+pub struct RawPullResponse {
+    device_id: DeviceId,
+    changes: Vec<Box<RawValue>>,
+    next: u64,
+    has_more: bool,
+    head: u64,
+    log_epoch: String,
+    epoch_start: u64,
 }

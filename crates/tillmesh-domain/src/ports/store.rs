@@ -57,6 +57,20 @@ pub struct ApplyOutcome {
     pub new_conflicts: Vec<Conflict>,
 }
 
+/// One page of the change log, each change as its JSON text (a serde_json
+/// serialization of [`ChangeRecord`]), for relaying without decoding.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChangePageJson {
+    /// The changes' JSON, in log order.
+    pub changes: Vec<String>,
+    /// Position to resume from.
+    pub next: u64,
+    /// Whether the log goes on after `next`.
+    pub has_more: bool,
+    /// The log's current length.
+    pub head: u64,
+}
+
 /// One page of the change log.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChangePage {
@@ -165,6 +179,28 @@ pub trait SyncStore: Send + Sync + 'static {
         max_bytes: usize,
         known: &VectorClock,
     ) -> Result<ChangePage, StoreError>;
+
+    /// [`SyncStore::changes_after`] with each change as JSON text. Stores that keep
+    /// records as JSON return it as stored, so serving a pull costs no decoding; the
+    /// puller verifies every checksum anyway.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`].
+    async fn changes_after_json(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+        known: &VectorClock,
+    ) -> Result<ChangePageJson, StoreError> {
+        let page = self.changes_after(after, limit, max_bytes, known).await?;
+        let changes = page
+            .changes
+            .iter()
+            .map(|c| serde_json::to_string(c).map_err(|e| StoreError::Unexpected(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        Ok(ChangePageJson { changes, next: page.next, has_more: page.has_more, head: page.head })
+    }
 
     /// Applies a peer's batch and advances that peer's cursor to `next` and its
     /// head to `peer_head`, in one transaction. Changes already held are no-ops.
