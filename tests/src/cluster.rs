@@ -104,6 +104,7 @@ impl PeerTransport for FaultyTransport {
 
 struct Slot {
     terminal: Option<Terminal>,
+    clock: Option<Arc<dyn Clock>>,
     config: Config,
     own_port: Arc<Mutex<u16>>,
     _dir: tempfile::TempDir,
@@ -112,7 +113,6 @@ struct Slot {
 /// A set of in-process terminals.
 pub struct Cluster {
     slots: Vec<Slot>,
-    clock: Option<Arc<dyn Clock>>,
     faults: Arc<Mutex<Faults>>,
     /// Seed of the fault generator (printed so failures can be replayed).
     pub seed: u64,
@@ -155,7 +155,7 @@ impl Cluster {
     /// # Errors
     /// Start-up failures.
     pub async fn spawn_seeded(n: usize, seed: u64) -> Result<Self> {
-        Self::spawn_full(n, seed, None).await
+        Self::spawn_full(n, seed, Vec::new()).await
     }
 
     /// Starts `n` terminals sharing one (manual) clock.
@@ -163,16 +163,25 @@ impl Cluster {
     /// # Errors
     /// Start-up failures.
     pub async fn spawn_with_clock(n: usize, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::spawn_full(n, 1, Some(clock)).await
+        Self::spawn_full(n, 1, vec![Some(clock); n]).await
     }
 
-    async fn spawn_full(n: usize, seed: u64, clock: Option<Arc<dyn Clock>>) -> Result<Self> {
+    /// Starts one terminal per clock, each reading its own (e.g. skewed) clock.
+    ///
+    /// # Errors
+    /// Start-up failures.
+    pub async fn spawn_with_clocks(clocks: Vec<Arc<dyn Clock>>) -> Result<Self> {
+        Self::spawn_full(clocks.len(), 1, clocks.into_iter().map(Some).collect()).await
+    }
+
+    async fn spawn_full(n: usize, seed: u64, clocks: Vec<Option<Arc<dyn Clock>>>) -> Result<Self> {
         let faults = Arc::new(Mutex::new(Faults::new(seed)));
-        let mut cluster = Self { slots: Vec::with_capacity(n), clock, faults, seed };
+        let mut cluster = Self { slots: Vec::with_capacity(n), faults, seed };
         for i in 0..n {
             let dir = tempfile::tempdir()?;
             let config = config_for(dir.path(), i)?;
-            cluster.slots.push(Slot { terminal: None, config, own_port: Arc::new(Mutex::new(0)), _dir: dir });
+            let clock = clocks.get(i).cloned().flatten();
+            cluster.slots.push(Slot { terminal: None, config, own_port: Arc::new(Mutex::new(0)), clock, _dir: dir });
             cluster.boot(i).await?;
         }
         Ok(cluster)
@@ -185,7 +194,7 @@ impl Cluster {
             wrap_transport: Some(Box::new(move |inner| {
                 Arc::new(FaultyTransport { inner, own_port, faults }) as Arc<dyn PeerTransport>
             })),
-            clock: self.clock.clone(),
+            clock: slot.clock.clone(),
         };
         let t = Terminal::start_with(slot.config.clone(), hooks).await?;
         *slot.own_port.lock().map_err(|_| anyhow!("poisoned"))? = t.addr.port();

@@ -50,3 +50,31 @@ async fn a_silent_peer_turns_stale_then_offline_exactly_at_the_thresholds() -> R
     c.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminals_whose_clocks_are_three_hours_apart_still_authenticate_and_sync() -> Result<()> {
+    let three_hours = 3 * 3_600_000;
+    let now = 1_800_000_000_000;
+    let clocks: Vec<Arc<dyn tillmesh_domain::ports::Clock>> =
+        vec![Arc::new(ManualClock::new(now)), Arc::new(ManualClock::new(now + three_hours))];
+    let c = Cluster::spawn_with_clocks(clocks).await?;
+    // Pairing runs the authenticated handshake; it must not depend on wall time.
+    c.link(0, 1).await?;
+    c.link(1, 0).await?;
+    let put = |i: usize, field: &str, v: i64| {
+        let state = c.state(i);
+        let op = tillmesh_domain::EntityOp::Put { fields: [(field.to_string(), Some(serde_json::json!(v)))].into() };
+        async move { state.entities.apply(vec![(tillmesh_domain::EntityKey::new("product", "p1")?, op)]).await }
+    };
+    put(0, "price", 1).await?;
+    put(1, "tax", 2).await?;
+    put(0, "stock_note", 3).await?;
+    let rounds = c.converge(4).await?;
+    assert!(rounds <= 2);
+    let view = c.state(1).store.entity(&tillmesh_domain::EntityKey::new("product", "p1")?).await?.unwrap().view();
+    assert_eq!(view.fields.len(), 3, "{view:?}");
+    // Both stay online for each other despite the skew: last-seen is each one's own clock.
+    assert_eq!(status_of_peer(&c).await?, LivenessStatus::Online);
+    c.shutdown().await;
+    Ok(())
+}
