@@ -64,6 +64,39 @@ impl Phase {
     }
 }
 
+diesel::table! {
+    bare (id) {
+        id -> BigInt,
+        k -> Text,
+        v -> Text,
+    }
+}
+
+/// Baseline: plain single-row INSERTs of rows as large as a change record, 100 per
+/// transaction, same pragmas as the store; rows per second.
+fn bare_inserts(path: &std::path::Path, n: usize, bytes: usize) -> Result<f64, Box<dyn Error>> {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    let mut conn = SqliteConnection::establish(&path.display().to_string())?;
+    conn.batch_execute(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+         CREATE TABLE bare (id INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL);",
+    )?;
+    let payload = "x".repeat(bytes);
+    let t = Instant::now();
+    for start in (0..n).step_by(100) {
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            for i in start..(start + 100).min(n) {
+                diesel::insert_into(bare::table)
+                    .values((bare::id.eq(i as i64), bare::k.eq(format!("p{i}")), bare::v.eq(&payload)))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(100_000);
@@ -89,7 +122,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .collect::<Result<Vec<_>, Box<dyn Error>>>()?;
         a.apply_local(&da, ops, Timestamp(2)).await?;
     }
+    let adapter_rate = n as f64 / t.wall();
     println!("local, batches of 100:           {}", t.rate(n));
+    let record_bytes =
+        serde_json::to_string(&a.changes_after(0, 1, 1 << 20, &VectorClock::new()).await?.changes)?.len();
+    let bare_rate = bare_inserts(&dir.path().join("bare.db"), n, record_bytes)?;
+    println!(
+        "bare INSERTs of {record_bytes}-byte rows, 100/tx: {bare_rate:.0}/s; adapter ratio {:.2}x (target 3x)",
+        bare_rate / adapter_rate
+    );
 
     // Pull everything into b, batches of 100, as the sync loop does.
     let t = Phase::start();

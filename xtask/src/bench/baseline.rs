@@ -19,8 +19,9 @@ diesel::table! {
     }
 }
 
-/// Same as `CONNECTION_PRAGMAS` in crates/tillmesh-store-sqlite/src/store.rs.
+/// Same as `CONNECTION_PRAGMAS` in crates/tillmesh-store-sqlite/src/store.rs (keep in step).
 const PRAGMAS: &str = "PRAGMA busy_timeout = 5000; \
+     PRAGMA page_size = 8192; \
      PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; \
