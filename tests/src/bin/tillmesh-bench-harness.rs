@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! tillmesh-bench-harness convergence [--sizes 10,50,100] [--writes 100] [--groups 4] [--max-rounds 40]
-//! tillmesh-bench-harness catchup [--changes 50000] [--mesh 5] [--max-rounds 20]
+//! tillmesh-bench-harness catchup [--changes 50000] [--mesh 5] [--rejoin-links 5] [--max-rounds 20]
 //! ```
 
 use std::collections::BTreeMap;
@@ -231,6 +231,8 @@ async fn catchup(args: &[String]) -> Result<Value> {
     let changes = arg(args, "--changes", 50_000usize)?;
     let mesh = arg(args, "--mesh", 5usize)?;
     let max_rounds = arg(args, "--max-rounds", 20usize)?;
+    // How many mesh terminals the rejoining terminal pulls from (default: all, as with mDNS).
+    let rejoin_links = arg(args, "--rejoin-links", mesh)?.clamp(1, mesh);
     let offline_writes = 500;
     let r = mesh; // the terminal that goes offline
     let c = Cluster::spawn(mesh + 1).await?;
@@ -241,7 +243,9 @@ async fn catchup(args: &[String]) -> Result<Value> {
                 c.link(a, b).await?;
             }
         }
-        c.link(r, a).await?; // r pulls from the mesh; the mesh learns of r on rejoin
+        if a < rejoin_links {
+            c.link(r, a).await?; // r pulls from the mesh; the mesh learns of r on rejoin
+        }
     }
     // Shared history: 200 products per mesh terminal, synced everywhere.
     for i in 0..mesh {
@@ -293,7 +297,7 @@ async fn catchup(args: &[String]) -> Result<Value> {
     let r_pulled = rejoin["pulled_by"][r].as_u64().unwrap_or_default();
     c.shutdown().await;
     Ok(json!({
-        "mesh": mesh, "changes": per * mesh, "offline_writes": offline_writes,
+        "mesh": mesh, "rejoin_links": rejoin_links, "changes": per * mesh, "offline_writes": offline_writes,
         "initial": initial,
         "offline": { "write_s": write_s, "mesh_converge_s": mesh_sync["wall_s"], "mesh": mesh_sync },
         "rejoin": {

@@ -172,6 +172,10 @@ impl SyncService {
                 for c in &resp.changes {
                     next_known.observe(&c.origin, c.seq);
                 }
+                // Changes that arrived meanwhile from other peers need not come again.
+                if let Ok(stored) = self.store.known_origins().await {
+                    next_known.merge(&stored);
+                }
                 inflight = Some(self.spawn_pull(&base, resp.next, next_known));
             }
             let applied = self.store.apply_remote(&peer.device_id, resp.changes, resp.next, resp.head).await;
