@@ -123,10 +123,9 @@ impl Encoder {
     }
 
     fn counts(&mut self, m: &BTreeMap<DeviceId, u64>) -> &mut Self {
-        // Zero entries carry no information; skip them so they cannot change a hash.
-        let live: Vec<_> = m.iter().filter(|(_, n)| **n > 0).collect();
-        self.u64(live.len() as u64);
-        for (d, n) in live {
+        // Zero entries are encoded too: a device's zero adjustment makes a counter exist.
+        self.u64(m.len() as u64);
+        for (d, n) in m {
             self.device(d).u64(*n);
         }
         self

@@ -114,10 +114,13 @@ impl PnCounter {
         i64::try_from(self.total()).unwrap_or(if self.total() < 0 { i64::MIN } else { i64::MAX })
     }
 
-    /// Whether any adjustment was made since the last delete.
+    /// Whether any adjustment was made since the last delete. A device's first
+    /// adjustment counts even when it is zero (the field then exists with value 0).
     pub fn is_live(&self) -> bool {
-        self.pos.iter().any(|(d, n)| *n > self.floor_pos.get(d).copied().unwrap_or(0))
-            || self.neg.iter().any(|(d, n)| *n > self.floor_neg.get(d).copied().unwrap_or(0))
+        let above = |m: &BTreeMap<DeviceId, u64>, floor: &BTreeMap<DeviceId, u64>| {
+            m.iter().any(|(d, n)| floor.get(d).is_none_or(|f| n > f))
+        };
+        above(&self.pos, &self.floor_pos) || above(&self.neg, &self.floor_neg)
     }
 
     fn reset(&mut self) {

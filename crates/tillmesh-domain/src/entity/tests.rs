@@ -127,6 +127,14 @@ fn writing_a_counter_as_a_plain_value_is_rejected_and_changes_nothing() {
 }
 
 #[test]
+fn a_counter_adjusted_by_zero_exists_with_value_zero() {
+    let mut s = EntityState::default();
+    apply(&mut s, &counter("stock", 0), "a", 1);
+    assert_eq!(s.view().fields["stock"], json!(0));
+    assert!(s.apply_local(&put(&[("stock", json!(1))]), &dev("a"), Timestamp(2)).is_err());
+}
+
+#[test]
 fn counter_overflow_is_rejected() {
     let (mut a, _) = forked(&counter("stock", i64::MAX));
     let err = a.apply_local(&counter("stock", 1), &dev("a"), Timestamp(2)).expect_err("overflow");
