@@ -69,6 +69,11 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the real binary; build it first so they find it.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
+    eprintln!(
+        "\nproptest: every property suite runs 256 cases (ProptestConfig::with_cases(256)): clock laws, \
+         entity join laws and convergence, counter sums, checksums, backoff delays (tillmesh-domain), \
+         peer-decoder fuzzing (tests/security.rs)"
+    );
     if has_nextest() {
         run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast", "--success-output", "never"]))?;
         // nextest does not run doctests.
