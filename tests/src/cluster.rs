@@ -118,7 +118,12 @@ pub struct Cluster {
     pub seed: u64,
 }
 
-fn config_for(dir: &std::path::Path, i: usize) -> Result<Config> {
+/// The configuration of harness terminal `i`: mDNS off, the test store key and admin
+/// token, background sync and heartbeat effectively off, fast retries.
+///
+/// # Errors
+/// Never in practice (parses a constant address).
+pub fn config_for(dir: &std::path::Path, i: usize) -> Result<Config> {
     Ok(Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse()?,

@@ -382,17 +382,7 @@ impl NsTerminal {
     /// # Errors
     /// Transport errors.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let m = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self.client.request(m, format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send()?;
-        let status = resp.status().as_u16();
-        let text = resp.text()?;
-        let json =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Ok((status, json))
+        crate::process::admin_call(&self.client, &self.url, method, path, body)
     }
 
     /// Like [`Self::call`] but requires a 2xx.

@@ -110,17 +110,7 @@ impl TerminalProcess {
     /// # Errors
     /// Transport errors.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let m = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self.client.request(m, format!("{}{}", self.url, path)).bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send()?;
-        let status = resp.status().as_u16();
-        let text = resp.text()?;
-        let json =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Ok((status, json))
+        admin_call(&self.client, &self.url, method, path, body)
     }
 
     /// Like [`Self::call`] but requires a 2xx and returns the body.
@@ -185,6 +175,30 @@ impl Drop for TerminalProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Sends a request to `url` with the admin token; returns status and JSON body (Null
+/// when empty, a string when not JSON).
+///
+/// # Errors
+/// Transport errors.
+pub fn admin_call(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value)> {
+    let m = reqwest::Method::from_bytes(method.as_bytes())?;
+    let mut req = client.request(m, format!("{url}{path}")).bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send()?;
+    let status = resp.status().as_u16();
+    let text = resp.text()?;
+    let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Ok((status, json))
 }
 
 /// SIGKILLs a child process (if still there) and reaps it.

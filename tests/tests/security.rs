@@ -470,24 +470,10 @@ fn malformed_peer_input_gets_a_client_error_and_never_a_server_error() -> Result
 // ---------------------------------------------------------------- in-process peers
 
 fn config(dir: &std::path::Path, listen: std::net::SocketAddr) -> tillmesh_app::Config {
-    tillmesh_app::Config {
-        data_dir: dir.to_path_buf(),
-        listen,
-        name: Some("in-process".into()),
-        discovery: tillmesh_app::DiscoveryMode::Off,
-        peers: vec![],
-        store_key: Some(STORE_KEY.into()),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        sync_interval: 86_400,
-        heartbeat_interval: 3_600,
-        offline_after: 86_400,
-        mdns_interfaces: vec![],
-        max_retries: 3,
-        retry_base_ms: 10,
-        retry_max_ms: 100,
-        upstream: None,
-        sync_batch_size: 100,
-    }
+    let mut c = tillmesh_tests::cluster::config_for(dir, 0).expect("harness config");
+    c.listen = listen;
+    c.name = Some("in-process".into());
+    c
 }
 
 fn pull_request(device: &DeviceId) -> PullRequestV1 {
