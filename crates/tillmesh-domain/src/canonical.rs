@@ -153,3 +153,12 @@ impl Encoder {
         self
     }
 }
+
+/// Canonical bytes of an entity state alone. A new change's record checksum and its
+/// entity hash both cover them ([`crate::ChangeRecord::checksum_of`],
+/// [`crate::digest::entity_hash_of`]), so a write encodes its state once.
+pub fn state_bytes(s: &EntityState) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.entity_state(s);
+    e.finish()
+}

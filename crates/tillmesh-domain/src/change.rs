@@ -44,6 +44,15 @@ impl ChangeRecord {
         r
     }
 
+    /// The checksum of the record these parts make, given the canonical bytes of its
+    /// state ([`crate::canonical::state_bytes`]): what [`ChangeRecord::new`] computes,
+    /// without building the record.
+    pub fn checksum_of(origin: &DeviceId, seq: u64, key: &EntityKey, at: Timestamp, state_bytes: &[u8]) -> Checksum {
+        let mut e = Encoder::new();
+        e.str(RECORD_DOMAIN).device(origin).u64(seq).key(key).i64(at.0);
+        Checksum::of_parts(&[&e.finish(), state_bytes])
+    }
+
     /// The vector clock of the change: the entity's version after it.
     pub fn clock(&self) -> &VectorClock {
         &self.state.context

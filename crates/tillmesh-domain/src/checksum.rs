@@ -19,6 +19,15 @@ impl Checksum {
         Self(Sha256::digest(bytes).into())
     }
 
+    /// SHA-256 of the concatenation of `parts`.
+    pub fn of_parts(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p);
+        }
+        Self(h.finalize().into())
+    }
+
     /// The raw digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

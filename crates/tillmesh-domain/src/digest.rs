@@ -8,9 +8,14 @@ use crate::ids::EntityKey;
 /// Hash of one entity's full replicated state (fields, tombstone, counters and, since
 /// conflicts are derived from it, its open conflicts).
 pub fn entity_hash(key: &EntityKey, state: &EntityState) -> Checksum {
+    entity_hash_of(key, &crate::canonical::state_bytes(state))
+}
+
+/// [`entity_hash`], given the state's [`crate::canonical::state_bytes`].
+pub fn entity_hash_of(key: &EntityKey, state_bytes: &[u8]) -> Checksum {
     let mut e = Encoder::new();
-    e.str("tillmesh.entity.v1").key(key).entity_state(state);
-    Checksum::of(&e.finish())
+    e.str("tillmesh.entity.v1").key(key);
+    Checksum::of_parts(&[&e.finish(), state_bytes])
 }
 
 /// Folds entity hashes, fed in `(type, id)` order, into one store digest.

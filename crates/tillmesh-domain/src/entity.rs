@@ -35,10 +35,9 @@ pub struct RegisterEntry {
 }
 
 /// A multi-value register: the set of writes not yet superseded.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MvRegister {
-    /// Surviving writes by dot. Serialized as a list to keep JSON keys as strings.
-    #[serde(with = "dot_map")]
+    /// Surviving writes by dot.
     pub entries: BTreeMap<Dot, RegisterEntry>,
 }
 
@@ -130,18 +129,12 @@ impl PnCounter {
 }
 
 /// One field: a register, a counter, or (after concurrent writes of both kinds) both.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldState {
     /// Plain-value writes.
-    #[serde(default, skip_serializing_if = "is_default")]
     pub register: MvRegister,
     /// Counter adjustments.
-    #[serde(default, skip_serializing_if = "is_default")]
     pub counter: PnCounter,
-}
-
-fn is_default<T: Default + PartialEq>(t: &T) -> bool {
-    *t == T::default()
 }
 
 impl FieldState {
@@ -219,14 +212,13 @@ pub fn depth(v: &Value) -> usize {
     }
 }
 
-/// The full replicated state of one entity.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The full replicated state of one entity (JSON form: see `entity/encoding.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EntityState {
     /// Every dot this state has seen (its version).
     pub context: VectorClock,
     /// Dots of writes that (re)created the entity and no delete has seen. The entity is
     /// deleted when it has history but no alive dot.
-    #[serde(with = "dot_set")]
     pub alive: BTreeMap<Dot, Timestamp>,
     /// Fields by name.
     pub fields: BTreeMap<String, FieldState>,
@@ -402,48 +394,7 @@ impl EntityState {
     }
 }
 
-/// Serializes `BTreeMap<Dot, RegisterEntry>` as a list, since JSON keys must be strings.
-mod dot_map {
-    use super::{Dot, RegisterEntry};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-
-    #[derive(Serialize, Deserialize)]
-    struct Item {
-        dot: Dot,
-        #[serde(flatten)]
-        entry: RegisterEntry,
-    }
-
-    pub fn serialize<S: Serializer>(m: &BTreeMap<Dot, RegisterEntry>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter().map(|(dot, entry)| Item { dot: dot.clone(), entry: entry.clone() }))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Dot, RegisterEntry>, D::Error> {
-        Ok(Vec::<Item>::deserialize(d)?.into_iter().map(|i| (i.dot, i.entry)).collect())
-    }
-}
-
-/// Serializes `BTreeMap<Dot, Timestamp>` as a list.
-mod dot_set {
-    use super::{Dot, Timestamp};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-
-    #[derive(Serialize, Deserialize)]
-    struct Item {
-        dot: Dot,
-        at: Timestamp,
-    }
-
-    pub fn serialize<S: Serializer>(m: &BTreeMap<Dot, Timestamp>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter().map(|(dot, at)| Item { dot: dot.clone(), at: *at }))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Dot, Timestamp>, D::Error> {
-        Ok(Vec::<Item>::deserialize(d)?.into_iter().map(|i| (i.dot, i.at)).collect())
-    }
-}
+mod encoding;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Identifier newtypes: devices, entity keys and dots (one write's unique id).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,21 +17,23 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// Stable identifier of one terminal. Matches `[A-Za-z0-9_.-]{1,128}`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct DeviceId(String);
+///
+/// Shared rather than owned text: every dot, clock entry and counter entry of every
+/// entity names a device, and those are cloned on each write and merge.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId(Arc<str>);
 
 impl DeviceId {
     /// Validates a device id.
     ///
     /// # Errors
     /// [`DomainError::InvalidName`] when `s` is empty, too long or has other characters.
-    pub fn parse(s: impl Into<String>) -> Result<Self, DomainError> {
-        let s = s.into();
-        if valid_name(&s) {
-            Ok(Self(s))
+    pub fn parse(s: impl AsRef<str>) -> Result<Self, DomainError> {
+        let s = s.as_ref();
+        if valid_name(s) {
+            Ok(Self(Arc::from(s)))
         } else {
-            Err(DomainError::InvalidName { what: "device id", value: truncate(&s) })
+            Err(DomainError::InvalidName { what: "device id", value: truncate(s) })
         }
     }
 
@@ -40,16 +43,38 @@ impl DeviceId {
     }
 }
 
-impl TryFrom<String> for DeviceId {
+impl TryFrom<&str> for DeviceId {
     type Error = DomainError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
         Self::parse(s)
     }
 }
 
 impl From<DeviceId> for String {
     fn from(d: DeviceId) -> Self {
-        d.0
+        d.0.as_ref().to_owned()
+    }
+}
+
+impl Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = DeviceId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a device id")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DeviceId, E> {
+                DeviceId::parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -153,6 +178,9 @@ mod tests {
     #[test]
     fn device_ids_are_validated_when_deserialized() {
         assert!(serde_json::from_str::<DeviceId>("\"ok-1\"").is_ok());
+        assert!(serde_json::from_str::<DeviceId>("\"ok\\u002d1\"").is_ok(), "escaped text");
+        assert!(serde_json::from_value::<DeviceId>(serde_json::json!("ok-1")).is_ok(), "owned text");
+        assert!(serde_json::from_str::<DeviceId>("7").is_err());
         assert!(serde_json::from_str::<DeviceId>("\"not ok\"").is_err());
     }
 }

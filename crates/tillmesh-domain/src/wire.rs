@@ -7,7 +7,7 @@ use crate::clock::VectorClock;
 use crate::ids::DeviceId;
 
 /// Protocol version spoken by this build; peers with another major version are not synced.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default number of changes in one pull batch.
 pub const SYNC_BATCH_SIZE: usize = 100;

@@ -35,6 +35,19 @@ fn checksum_is_stable_across_runs_and_builds() {
 }
 
 #[test]
+fn hashes_from_shared_state_bytes_equal_the_whole_encodings() {
+    let r = record(json!("Tea"), 7);
+    let bytes = crate::canonical::state_bytes(&r.state);
+    assert_eq!(ChangeRecord::checksum_of(&r.origin, r.seq, &r.key, r.at, &bytes), r.checksum);
+    assert_ne!(ChangeRecord::checksum_of(&r.origin, r.seq + 1, &r.key, r.at, &bytes), r.checksum);
+    let mut e = Encoder::new();
+    e.str("tillmesh.entity.v1").key(&r.key).entity_state(&r.state);
+    let whole = Checksum::of(&e.finish());
+    assert_eq!(crate::digest::entity_hash_of(&r.key, &bytes), whole);
+    assert_eq!(crate::digest::entity_hash(&r.key, &r.state), whole);
+}
+
+#[test]
 fn a_record_survives_a_json_round_trip_with_a_valid_checksum() {
     let r = record(json!({"b": [1, 2.25, "x"], "a": null, "c": {"z": 1e300}}), 3);
     let text = serde_json::to_string(&r).expect("json");

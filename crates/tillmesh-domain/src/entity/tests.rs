@@ -256,6 +256,17 @@ proptest! {
     }
 
     #[test]
+    fn every_state_survives_its_json_form(steps in steps()) {
+        let (emitted, replicas) = run(&steps);
+        for s in emitted.iter().chain(replicas.iter()) {
+            let text = serde_json::to_string(s).expect("encode");
+            let back: EntityState = serde_json::from_str(&text).expect("decode");
+            prop_assert_eq!(&back, s);
+            prop_assert_eq!(serde_json::to_string(&back).expect("encode again"), text);
+        }
+    }
+
+    #[test]
     fn counters_sum_every_devices_adjustments(deltas in proptest::collection::vec((0..DEVICES.len(), -50i64..50), 1..30)) {
         let mut replicas = vec![EntityState::default(); DEVICES.len()];
         for (t, (d, delta)) in deltas.iter().enumerate() {
@@ -265,4 +276,47 @@ proptest! {
         let sum: i64 = deltas.iter().map(|(_, x)| x).sum();
         prop_assert_eq!(&merged.view().fields["stock"], &json!(sum));
     }
+}
+
+#[test]
+fn json_form_names_each_device_once_and_dots_by_index() {
+    let mut s = EntityState::default();
+    s.apply_local(&put(&[("name", json!("Tea"))]), &dev("b"), Timestamp(5)).expect("put");
+    let mut other = EntityState::default();
+    other.apply_local(&put(&[("name", json!("Coffee"))]), &dev("a"), Timestamp(6)).expect("put");
+    s.join(&other);
+    let v = serde_json::to_value(&s).expect("encode");
+    assert_eq!(
+        v,
+        json!({
+            "context": {"a": 1, "b": 1},
+            "alive": [[0, 1, 6], [1, 1, 5]],
+            "fields": {"name": {"register": [[0, 1, 6, "Coffee"], [1, 1, 5, "Tea"]]}}
+        })
+    );
+}
+
+#[test]
+fn a_dot_index_outside_the_context_is_rejected() {
+    let bad = r#"{"context":{"a":1},"alive":[[1,1,5]],"fields":{}}"#;
+    let err = serde_json::from_str::<EntityState>(bad).expect_err("index 1 of a one-device context");
+    assert!(err.to_string().contains("outside the context"), "{err}");
+    let bad = r#"{"context":{},"alive":[],"fields":{"x":{"register":[[0,1,5,true]]}}}"#;
+    assert!(serde_json::from_str::<EntityState>(bad).is_err());
+}
+
+#[test]
+fn states_written_before_protocol_2_still_decode() {
+    let old = r#"{"context":{"a":1,"b":1},
+        "alive":[{"dot":{"device":"a","counter":1},"at":6},{"dot":{"device":"b","counter":1},"at":5}],
+        "fields":{"name":{"register":{"entries":[
+            {"dot":{"device":"a","counter":1},"value":"Coffee","at":6},
+            {"dot":{"device":"b","counter":1},"value":"Tea","at":5}]}},
+          "stock":{"counter":{"pos":{"a":3},"neg":{},"floor_pos":{},"floor_neg":{}}}}}"#;
+    let s: EntityState = serde_json::from_str(old).expect("old form");
+    assert_eq!(s.fields["name"].register.entries.len(), 2);
+    assert_eq!(s.fields["stock"].counter.value(), 3);
+    assert_eq!(s.alive.len(), 2);
+    let again: EntityState = serde_json::from_str(&serde_json::to_string(&s).expect("encode")).expect("new form");
+    assert_eq!(again, s);
 }
