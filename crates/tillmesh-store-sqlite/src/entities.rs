@@ -6,14 +6,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use diesel::prelude::*;
 use diesel::SqliteConnection;
-use tillmesh_domain::digest::{entity_hash, DigestBuilder};
+use serde::Deserialize;
+use tillmesh_domain::canonical::state_bytes;
+use tillmesh_domain::digest::{entity_hash, entity_hash_of, DigestBuilder};
 use tillmesh_domain::ports::{EntityStore, LocalOutcome, StoreDigest, StoreError};
 use tillmesh_domain::{
     ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, Timestamp,
 };
 
 use crate::json::{record_json, to_json};
-use crate::schema::{conflicts, entities};
+use crate::schema::{change_log, conflicts, entities};
 use crate::store::{corrupt, sql_limit, to_u64, unexpected, Res, SqliteStore};
 use crate::sync::{load_progress, save_progress, LogAppender};
 
@@ -27,8 +29,11 @@ pub(crate) struct Slot {
     pub(crate) exists: bool,
     /// Log position of the last change this transaction made to it.
     pub(crate) last_pos: i64,
-    /// JSON of `state`, when already encoded after its last modification.
-    json: Option<String>,
+    /// Whether `state` is exactly the state inside the record at `last_pos`, so the
+    /// entity row need not repeat it.
+    pub(crate) state_in_log: bool,
+    /// Canonical bytes of `state`, when already computed after its last modification.
+    canonical: Option<Vec<u8>>,
     /// Index in `LocalOutcome::entities` that takes the final state by move.
     outcome_index: Option<usize>,
 }
@@ -63,7 +68,8 @@ impl Working {
                     state: before.clone().unwrap_or_default(),
                     before,
                     last_pos: 0,
-                    json: None,
+                    state_in_log: false,
+                    canonical: None,
                     outcome_index: None,
                 },
             );
@@ -80,11 +86,12 @@ impl Working {
                 continue;
             };
             if slot.before.as_ref() != Some(&slot.state) {
-                let json = match slot.json {
-                    Some(j) => j,
-                    None => to_json(&slot.state)?,
+                let json = if slot.state_in_log { None } else { Some(to_json(&slot.state)?) };
+                let hash = match &slot.canonical {
+                    Some(bytes) => entity_hash_of(&key, bytes),
+                    None => entity_hash(&key, &slot.state),
                 };
-                write_entity(conn, &key, &slot.state, json, slot.last_pos)?;
+                write_entity(conn, &key, &slot.state, json, &hash, slot.last_pos)?;
                 out.opened.extend(rebuild_conflicts(conn, &key, slot.before.as_ref(), &slot.state)?);
             }
             if let Some(i) = slot.outcome_index {
@@ -95,15 +102,45 @@ impl Working {
     }
 }
 
-/// The stored state of one entity.
-pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Option<EntityState>> {
-    let json: Option<String> =
-        entities::table.find((key.entity_type(), key.entity_id())).select(entities::state).first(conn).optional()?;
-    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("entity state", e))).transpose()
+/// The state inside a stored change record (the rest of the record is skipped).
+#[derive(Deserialize)]
+struct StateOfRecord {
+    state: EntityState,
 }
 
-fn write_entity(conn: &mut SqliteConnection, key: &EntityKey, state: &EntityState, json: String, pos: i64) -> Res<()> {
-    let hash = entity_hash(key, state);
+/// An entity row's state: its own column, or else the record at `updated_pos`.
+type StateColumns = (Option<String>, Option<String>);
+
+fn decode_state((own, record): StateColumns) -> Res<EntityState> {
+    match (own, record) {
+        (Some(json), _) => serde_json::from_str(&json).map_err(|e| corrupt("entity state", e)),
+        (None, Some(record)) => serde_json::from_str::<StateOfRecord>(&record)
+            .map(|r| r.state)
+            .map_err(|e| corrupt("change record of an entity", e)),
+        (None, None) => Err(corrupt("entity state", "neither stored nor in the change log")),
+    }
+}
+
+/// The stored state of one entity.
+pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Option<EntityState>> {
+    let row: Option<StateColumns> = entities::table
+        .left_join(change_log::table.on(change_log::pos.eq(entities::updated_pos).and(entities::state.is_null())))
+        .filter(entities::entity_type.eq(key.entity_type()))
+        .filter(entities::entity_id.eq(key.entity_id()))
+        .select((entities::state, change_log::record.nullable()))
+        .first(conn)
+        .optional()?;
+    row.map(decode_state).transpose()
+}
+
+fn write_entity(
+    conn: &mut SqliteConnection,
+    key: &EntityKey,
+    state: &EntityState,
+    json: Option<String>,
+    hash: &Checksum,
+    pos: i64,
+) -> Res<()> {
     diesel::replace_into(entities::table)
         .values((
             entities::entity_type.eq(key.entity_type()),
@@ -167,7 +204,7 @@ fn apply_local_tx(
     ops: Vec<(EntityKey, EntityOp)>,
     at: Timestamp,
 ) -> Res<LocalOutcome> {
-    let mut outcome = LocalOutcome { entities: Vec::with_capacity(ops.len()), records: Vec::with_capacity(ops.len()) };
+    let mut outcome = LocalOutcome { entities: Vec::with_capacity(ops.len()), seqs: Vec::with_capacity(ops.len()) };
     if ops.is_empty() {
         return Ok(outcome);
     }
@@ -188,17 +225,22 @@ fn apply_local_tx(
         slot.state.apply_local(&op, device, at).map_err(StoreError::Rejected)?;
         slot.exists = true;
         seq = seq.checked_add(1).ok_or_else(|| unexpected("sequence numbers exhausted"))?;
-        let state_json = to_json(&slot.state)?;
-        let record = ChangeRecord::new(device.clone(), seq, key.clone(), at, slot.state.clone());
-        slot.last_pos = log.append_local(conn, &record, &record_json(&record, &state_json)?)?;
+        // One canonical encoding of the new state serves the record's checksum here and
+        // the entity hash at flush; one JSON encoding serves the log row, and the entity
+        // row points at that row instead of repeating it.
+        let canonical = state_bytes(&slot.state);
+        let checksum = ChangeRecord::checksum_of(device, seq, &key, at, &canonical);
+        let json = record_json(device, seq, &key, at, &to_json(&slot.state)?, &checksum)?;
+        slot.last_pos = log.append_local(conn, device, seq, &key, &json)?;
+        slot.state_in_log = true;
+        slot.canonical = Some(canonical);
         if last {
-            slot.json = Some(state_json);
             slot.outcome_index = Some(outcome.entities.len());
             outcome.entities.push((key, EntityState::default(), created));
         } else {
             outcome.entities.push((key, slot.state.clone(), created));
         }
-        outcome.records.push(record);
+        outcome.seqs.push(seq);
     }
     let flushed = work.flush(conn)?;
     for (i, state) in flushed.finals {
@@ -236,18 +278,20 @@ impl EntityStore for SqliteStore {
         let entity_type = entity_type.to_string();
         self.read(move |conn| {
             // Every valid id is non-empty, so "after the empty string" means from the start.
-            let rows: Vec<(String, String)> = entities::table
+            let rows: Vec<(String, Option<String>, Option<String>)> = entities::table
+                .left_join(
+                    change_log::table.on(change_log::pos.eq(entities::updated_pos).and(entities::state.is_null())),
+                )
                 .filter(entities::entity_type.eq(&entity_type))
                 .filter(entities::entity_id.gt(after.unwrap_or_default()))
                 .order(entities::entity_id)
                 .limit(sql_limit(limit))
-                .select((entities::entity_id, entities::state))
+                .select((entities::entity_id, entities::state, change_log::record.nullable()))
                 .load(conn)?;
             rows.into_iter()
-                .map(|(id, json)| {
+                .map(|(id, own, record)| {
                     let key = EntityKey::new(entity_type.clone(), id).map_err(|e| corrupt("entity key", e))?;
-                    let state = serde_json::from_str(&json).map_err(|e| corrupt("entity state", e))?;
-                    Ok((key, state))
+                    Ok((key, decode_state((own, record))?))
                 })
                 .collect()
         })

@@ -4,7 +4,7 @@
 //! `serde_json::to_string(&record)` (a unit test below pins that).
 
 use serde::Serialize;
-use tillmesh_domain::ChangeRecord;
+use tillmesh_domain::{Checksum, DeviceId, EntityKey, Timestamp};
 
 use crate::store::{unexpected, Res};
 
@@ -17,21 +17,29 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(v: &T) -> Res<String> {
     serde_json::to_string(v).map_err(|e| unexpected(e.to_string()))
 }
 
-/// `serde_json::to_string(record)`, given `state_json` = the JSON of `record.state`.
-pub(crate) fn record_json(record: &ChangeRecord, state_json: &str) -> Res<String> {
+/// `serde_json::to_string` of the [`tillmesh_domain::ChangeRecord`] with these parts,
+/// given `state_json` = the JSON of its state.
+pub(crate) fn record_json(
+    origin: &DeviceId,
+    seq: u64,
+    key: &EntityKey,
+    at: Timestamp,
+    state_json: &str,
+    checksum: &Checksum,
+) -> Res<String> {
     let mut out = Vec::with_capacity(state_json.len() + 256);
     out.extend_from_slice(br#"{"origin":"#);
-    push(&mut out, &record.origin)?;
+    push(&mut out, origin)?;
     out.extend_from_slice(br#","seq":"#);
-    push(&mut out, &record.seq)?;
+    push(&mut out, &seq)?;
     out.extend_from_slice(br#","key":"#);
-    push(&mut out, &record.key)?;
+    push(&mut out, key)?;
     out.extend_from_slice(br#","at":"#);
-    push(&mut out, &record.at)?;
+    push(&mut out, &at)?;
     out.extend_from_slice(br#","state":"#);
     out.extend_from_slice(state_json.as_bytes());
     out.extend_from_slice(br#","checksum":"#);
-    push(&mut out, &record.checksum)?;
+    push(&mut out, checksum)?;
     out.push(b'}');
     String::from_utf8(out).map_err(|e| unexpected(e.to_string()))
 }
@@ -41,7 +49,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use serde_json::json;
-    use tillmesh_domain::{DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
+    use tillmesh_domain::{ChangeRecord, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
 
     use super::*;
 
@@ -74,7 +82,8 @@ mod tests {
         for (seq, state) in [(1, EntityState::default()), (u64::MAX, a), (42, deleted)] {
             let r = ChangeRecord::new(dev("a"), seq, key.clone(), Timestamp(i64::MIN), state);
             let state_json = to_json(&r.state).expect("state json");
-            assert_eq!(record_json(&r, &state_json).expect("record json"), serde_json::to_string(&r).expect("serde"));
+            let json = record_json(&r.origin, r.seq, &r.key, r.at, &state_json, &r.checksum).expect("record json");
+            assert_eq!(json, serde_json::to_string(&r).expect("serde"));
         }
     }
 }

@@ -24,7 +24,7 @@ diesel::table! {
     entities (entity_type, entity_id) {
         entity_type -> Text,
         entity_id -> Text,
-        state -> Text,
+        state -> Nullable<Text>,
         state_hash -> Binary,
         deleted -> Bool,
         updated_pos -> BigInt,
@@ -98,3 +98,5 @@ diesel::table! {
         acknowledged -> Bool,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(entities, change_log);

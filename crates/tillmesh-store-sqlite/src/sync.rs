@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncState, StoreError, SyncStore};
-use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, Timestamp, VectorClock};
+use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, EntityKey, Timestamp, VectorClock};
 
 use crate::entities::Working;
 use crate::schema::{change_log, origin_progress, peer_cursors};
@@ -50,22 +50,24 @@ impl LogAppender {
         Ok(Self { next: head.unwrap_or(0) + 1 })
     }
 
-    /// Appends a record (with its JSON) to the log; `None` when `(origin, seq)` is
+    /// Appends a record (as its JSON) to the log; `None` when `(origin, seq)` is
     /// already there. Returns the new log position.
     pub(crate) fn append(
         &mut self,
         conn: &mut SqliteConnection,
-        record: &ChangeRecord,
+        origin: &DeviceId,
+        seq: u64,
+        key: &EntityKey,
         json: &str,
     ) -> Res<Option<i64>> {
         let size = i64::try_from(json.len()).map_err(|_| unexpected("record too large"))?;
         let inserted = diesel::insert_into(change_log::table)
             .values((
                 change_log::pos.eq(self.next),
-                change_log::origin.eq(record.origin.as_str()),
-                change_log::seq.eq(to_i64(record.seq, "sequence")?),
-                change_log::entity_type.eq(record.key.entity_type()),
-                change_log::entity_id.eq(record.key.entity_id()),
+                change_log::origin.eq(origin.as_str()),
+                change_log::seq.eq(to_i64(seq, "sequence")?),
+                change_log::entity_type.eq(key.entity_type()),
+                change_log::entity_id.eq(key.entity_id()),
                 change_log::record.eq(json),
                 change_log::size.eq(size),
             ))
@@ -82,12 +84,16 @@ impl LogAppender {
     }
 
     /// Appends a record this terminal just made; returns its log position.
-    pub(crate) fn append_local(&mut self, conn: &mut SqliteConnection, record: &ChangeRecord, json: &str) -> Res<i64> {
-        self.append(conn, record, json)?.ok_or_else(|| {
-            unexpected(format!(
-                "change {}#{} is already in the log: origin progress is behind the log",
-                record.origin, record.seq
-            ))
+    pub(crate) fn append_local(
+        &mut self,
+        conn: &mut SqliteConnection,
+        origin: &DeviceId,
+        seq: u64,
+        key: &EntityKey,
+        json: &str,
+    ) -> Res<i64> {
+        self.append(conn, origin, seq, key, json)?.ok_or_else(|| {
+            unexpected(format!("change {origin}#{seq} is already in the log: origin progress is behind the log"))
         })
     }
 }
@@ -128,7 +134,7 @@ fn apply_remote_tx(
     for (change, json) in changes {
         // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
-        let Some(pos) = log.append(conn, &change, &json)? else {
+        let Some(pos) = log.append(conn, &change.origin, change.seq, &change.key, &json)? else {
             outcome.duplicates += 1;
             continue;
         };
@@ -137,6 +143,8 @@ fn apply_remote_tx(
         slot.state.join(&change.state);
         slot.exists = true;
         slot.last_pos = pos;
+        // Usually the change supersedes what was here, and the entity row can point at it.
+        slot.state_in_log = slot.state == change.state;
         let origin = change.origin.as_str();
         let entry = match progress.get_mut(origin) {
             Some(e) => e,

@@ -67,11 +67,13 @@ mod cases {
         let k = key("product", "p1");
         let out = write(&a, vec![(k.clone(), put(&[("name", json!("Tea")), ("price", json!(250))]))], 1_000).await;
         assert_eq!(out.entities.len(), 1);
-        assert_eq!(out.records.len(), 1);
+        assert_eq!(out.seqs, vec![1]);
         let (ok, state, created) = &out.entities[0];
         assert_eq!(ok, &k);
         assert!(created);
-        let r = &out.records[0];
+        // The log holds the record, verifiable, with the state the write returned.
+        let page = a.store.changes_after(0, 10, 1 << 20, &VectorClock::new()).await.expect("log");
+        let [r] = page.changes.as_slice() else { panic!("one record expected, got {:?}", page.changes) };
         assert_eq!((r.origin.clone(), r.seq, r.key.clone()), (a.id.clone(), 1, k.clone()));
         assert_eq!(&r.state, state);
         r.verify().expect("record verifies");
@@ -151,7 +153,7 @@ mod cases {
         assert_eq!(a.store.known_origins().await.expect("known"), VectorClock::from_entries([(a.id.clone(), 1)]));
         // The next write continues the sequence with no gap.
         let out = write(&a, vec![(k1.clone(), put(&[("name", json!("x"))]))], 3).await;
-        assert_eq!(out.records[0].seq, 2);
+        assert_eq!(out.seqs[0], 2);
         // An invalid name is rejected too.
         let bad = EntityOp::Put { fields: [("bad name".to_string(), Some(json!(1)))].into_iter().collect() };
         let err = a.store.apply_local(&a.id, vec![(k1, bad)], ts(4)).await.expect_err("invalid field name");
@@ -165,7 +167,7 @@ mod cases {
         for batch in 0..3 {
             let ops = (0..4).map(|i| (key("item", &format!("i{batch}-{i}")), put(&[("n", json!(i))]))).collect();
             let out = write(&a, ops, 10 + batch).await;
-            seqs.extend(out.records.iter().map(|r| r.seq));
+            seqs.extend(out.seqs.iter().copied());
         }
         assert_eq!(seqs, (1..=12).collect::<Vec<u64>>());
         let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
@@ -335,7 +337,10 @@ mod cases {
         assert_eq!((st.cursor, st.peer_head), (5, 5));
         // Local writes on the receiver get its own sequence, from 1.
         let own = write(&bb, vec![(key("product", "p3"), put(&[("n", json!(1))]))], 4).await;
-        assert_eq!((own.records[0].origin.clone(), own.records[0].seq), (bb.id.clone(), 1));
+        assert_eq!(own.seqs, vec![1]);
+        let head = bb.store.log_head().await.expect("head");
+        let last = bb.store.changes_after(head - 1, 1, 1 << 20, &VectorClock::new()).await.expect("log");
+        assert_eq!((last.changes[0].origin.clone(), last.changes[0].seq), (bb.id.clone(), 1));
     }
 
     pub async fn duplicates_are_noops(b: Backend) {

@@ -75,7 +75,7 @@ async fn reopen_keeps_everything() {
         .apply_local(&device("a"), vec![(key("product", "p2"), put(&[("n", json!(1))]))], ts(6))
         .await
         .expect("write");
-    assert_eq!(out.records[0].seq, 3);
+    assert_eq!(out.seqs, vec![3]);
     assert_eq!(reopened.log_head().await.expect("head"), 4);
     drop(dir);
 }

@@ -42,8 +42,9 @@ pub struct LocalOutcome {
     /// For each op in order: the entity's key, its new state, and whether the op
     /// created it (it had no state before).
     pub entities: Vec<(EntityKey, EntityState, bool)>,
-    /// The change records appended to the log, in order.
-    pub records: Vec<ChangeRecord>,
+    /// For each op in order, the sequence number of the change it recorded (this
+    /// device's origin); the records themselves are in the log.
+    pub seqs: Vec<u64>,
 }
 
 /// Result of applying a remote batch.
