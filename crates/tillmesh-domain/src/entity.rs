@@ -247,9 +247,17 @@ impl EntityState {
     /// Validation errors, [`DomainError::FieldKindMismatch`] and
     /// [`DomainError::CounterOverflow`]; on error the state is unchanged.
     pub fn apply_local(&mut self, op: &EntityOp, device: &DeviceId, at: Timestamp) -> Result<Dot, DomainError> {
+        self.apply_local_owned(op.clone(), device, at)
+    }
+
+    /// [`EntityState::apply_local`], taking the op's values instead of copying them.
+    ///
+    /// # Errors
+    /// As [`EntityState::apply_local`]; on error the state is unchanged.
+    pub fn apply_local_owned(&mut self, op: EntityOp, device: &DeviceId, at: Timestamp) -> Result<Dot, DomainError> {
         op.validate()?;
         // Check everything before touching the state, so a rejected op changes nothing.
-        match op {
+        match &op {
             EntityOp::Put { fields } => {
                 for name in fields.keys() {
                     if self.fields.get(name).is_some_and(FieldState::is_counter) {
@@ -288,10 +296,10 @@ impl EntityState {
             EntityOp::Put { fields } => {
                 self.alive = BTreeMap::from([(dot.clone(), at)]);
                 for (name, value) in fields {
-                    let f = self.fields.entry(name.clone()).or_default();
+                    let f = self.fields.entry(name).or_default();
                     f.register.entries.clear();
-                    if let Some(v) = value.as_ref().filter(|v| !v.is_null()) {
-                        f.register.entries.insert(dot.clone(), RegisterEntry { value: v.clone(), at });
+                    if let Some(v) = value.filter(|v| !v.is_null()) {
+                        f.register.entries.insert(dot.clone(), RegisterEntry { value: v, at });
                     }
                 }
             }
@@ -304,9 +312,9 @@ impl EntityState {
             }
             EntityOp::Counter { field, delta } => {
                 self.alive = BTreeMap::from([(dot.clone(), at)]);
-                let c = &mut self.fields.entry(field.clone()).or_default().counter;
+                let c = &mut self.fields.entry(field).or_default().counter;
                 let (m, amount) =
-                    if *delta >= 0 { (&mut c.pos, delta.unsigned_abs()) } else { (&mut c.neg, delta.unsigned_abs()) };
+                    if delta >= 0 { (&mut c.pos, delta.unsigned_abs()) } else { (&mut c.neg, delta.unsigned_abs()) };
                 let e = m.entry(device.clone()).or_insert(0);
                 *e = e.saturating_add(amount);
             }

@@ -56,23 +56,27 @@ pub(crate) struct Working {
 }
 
 impl Working {
+    fn insert_slot(&mut self, key: EntityKey, before: Option<EntityState>) {
+        self.order.push(key.clone());
+        self.slots.insert(
+            key,
+            Slot {
+                exists: before.is_some(),
+                state: before.clone().unwrap_or_default(),
+                before,
+                last_pos: 0,
+                state_in_log: false,
+                canonical: None,
+                outcome_index: None,
+            },
+        );
+    }
+
     /// The entity's working state, loaded from the database on first use.
     pub(crate) fn slot(&mut self, conn: &mut SqliteConnection, key: &EntityKey) -> Res<&mut Slot> {
         if !self.slots.contains_key(key) {
             let before = load_state(conn, key)?;
-            self.order.push(key.clone());
-            self.slots.insert(
-                key.clone(),
-                Slot {
-                    exists: before.is_some(),
-                    state: before.clone().unwrap_or_default(),
-                    before,
-                    last_pos: 0,
-                    state_in_log: false,
-                    canonical: None,
-                    outcome_index: None,
-                },
-            );
+            self.insert_slot(key.clone(), before);
         }
         self.slots.get_mut(key).ok_or_else(|| unexpected("working set lost an entity"))
     }
@@ -222,7 +226,7 @@ fn apply_local_tx(
     for ((key, op), last) in ops.into_iter().zip(is_last) {
         let slot = work.slot(conn, &key)?;
         let created = !slot.exists;
-        slot.state.apply_local(&op, device, at).map_err(StoreError::Rejected)?;
+        slot.state.apply_local_owned(op, device, at).map_err(StoreError::Rejected)?;
         slot.exists = true;
         seq = seq.checked_add(1).ok_or_else(|| unexpected("sequence numbers exhausted"))?;
         // One canonical encoding of the new state serves the record's checksum here and
@@ -231,7 +235,7 @@ fn apply_local_tx(
         let canonical = state_bytes(&slot.state);
         let checksum = ChangeRecord::checksum_of(device, seq, &key, at, &canonical);
         let json = record_json(device, seq, &key, at, &to_json(&slot.state)?, &checksum)?;
-        slot.last_pos = log.append_local(conn, device, seq, &key, &json)?;
+        slot.last_pos = log.append_local(conn, device, seq, &json)?;
         slot.state_in_log = true;
         slot.canonical = Some(canonical);
         if last {

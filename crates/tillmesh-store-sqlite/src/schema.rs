@@ -36,10 +36,7 @@ diesel::table! {
         pos -> BigInt,
         origin -> Text,
         seq -> BigInt,
-        entity_type -> Text,
-        entity_id -> Text,
         record -> Text,
-        size -> BigInt,
     }
 }
 

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncState, StoreError, SyncStore};
-use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, EntityKey, Timestamp, VectorClock};
+use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, Timestamp, VectorClock};
 
 use crate::entities::Working;
 use crate::schema::{change_log, origin_progress, peer_cursors};
-use crate::store::{corrupt, to_i64, to_u64, unexpected, Res, SqliteStore};
+use crate::store::{corrupt, to_i64, to_u64, Res, SqliteStore};
 
 /// Fewest log rows one `changes_after` call may examine (skipped ones included).
 const MIN_SCAN: usize = 1_000;
@@ -57,19 +57,14 @@ impl LogAppender {
         conn: &mut SqliteConnection,
         origin: &DeviceId,
         seq: u64,
-        key: &EntityKey,
         json: &str,
     ) -> Res<Option<i64>> {
-        let size = i64::try_from(json.len()).map_err(|_| unexpected("record too large"))?;
         let inserted = diesel::insert_into(change_log::table)
             .values((
                 change_log::pos.eq(self.next),
                 change_log::origin.eq(origin.as_str()),
                 change_log::seq.eq(to_i64(seq, "sequence")?),
-                change_log::entity_type.eq(key.entity_type()),
-                change_log::entity_id.eq(key.entity_id()),
                 change_log::record.eq(json),
-                change_log::size.eq(size),
             ))
             // Only (origin, seq) means "already held"; a clash on pos is an error.
             .on_conflict((change_log::origin, change_log::seq))
@@ -83,18 +78,27 @@ impl LogAppender {
         Ok(Some(pos))
     }
 
-    /// Appends a record this terminal just made; returns its log position.
+    /// Appends a record this terminal just made; returns its log position. Its
+    /// sequence number comes from the origin progress, so a clash means the progress
+    /// is behind the log and fails the transaction.
     pub(crate) fn append_local(
         &mut self,
         conn: &mut SqliteConnection,
         origin: &DeviceId,
         seq: u64,
-        key: &EntityKey,
         json: &str,
     ) -> Res<i64> {
-        self.append(conn, origin, seq, key, json)?.ok_or_else(|| {
-            unexpected(format!("change {origin}#{seq} is already in the log: origin progress is behind the log"))
-        })
+        diesel::insert_into(change_log::table)
+            .values((
+                change_log::pos.eq(self.next),
+                change_log::origin.eq(origin.as_str()),
+                change_log::seq.eq(to_i64(seq, "sequence")?),
+                change_log::record.eq(json),
+            ))
+            .execute(conn)?;
+        let pos = self.next;
+        self.next += 1;
+        Ok(pos)
     }
 }
 
@@ -134,7 +138,7 @@ fn apply_remote_tx(
     for (change, json) in changes {
         // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
-        let Some(pos) = log.append(conn, &change.origin, change.seq, &change.key, &json)? else {
+        let Some(pos) = log.append(conn, &change.origin, change.seq, &json)? else {
             outcome.duplicates += 1;
             continue;
         };
@@ -211,14 +215,14 @@ fn changes_after_json_tx(
     let rows = change_log::table
         .filter(change_log::pos.gt(to_i64(after, "log position")?))
         .order(change_log::pos)
-        .select((change_log::pos, change_log::origin, change_log::seq, change_log::size, change_log::record))
+        .select((change_log::pos, change_log::origin, change_log::seq, change_log::record))
         .limit(to_i64(scan as u64, "scan")?)
-        .load_iter::<(i64, String, i64, i64, String), _>(conn)?;
+        .load_iter::<(i64, String, i64, String), _>(conn)?;
     let mut bytes: usize = 0;
     for row in rows {
-        let (pos, origin, seq, size, record) = row?;
+        let (pos, origin, seq, record) = row?;
         let seq = to_u64(seq, "sequence")?;
-        let size = usize::try_from(size).map_err(|_| corrupt("record size", size))?;
+        let size = record.len();
         if known.get(&origin).is_some_and(|k| seq <= *k) {
             page.next = to_u64(pos, "log position")?;
             continue;
