@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::clock::VectorClock;
 use crate::conflict::Conflict;
+use crate::dotmap::DotMap;
 use crate::error::DomainError;
 use crate::ids::{validate_name, DeviceId, Dot, EntityKey};
 use crate::time::Timestamp;
@@ -38,7 +39,7 @@ pub struct RegisterEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MvRegister {
     /// Surviving writes by dot.
-    pub entries: BTreeMap<Dot, RegisterEntry>,
+    pub entries: DotMap<RegisterEntry>,
 }
 
 impl MvRegister {
@@ -48,7 +49,7 @@ impl MvRegister {
         self.entries.retain(|dot, _| other.entries.contains_key(dot) || !other_ctx.contains(dot));
         for (dot, e) in &other.entries {
             if !my_ctx.contains(dot) {
-                self.entries.entry(dot.clone()).or_insert_with(|| e.clone());
+                self.entries.insert_if_absent(dot, || e.clone());
             }
         }
     }
@@ -219,7 +220,7 @@ pub struct EntityState {
     pub context: VectorClock,
     /// Dots of writes that (re)created the entity and no delete has seen. The entity is
     /// deleted when it has history but no alive dot.
-    pub alive: BTreeMap<Dot, Timestamp>,
+    pub alive: DotMap<Timestamp>,
     /// Fields by name.
     pub fields: BTreeMap<String, FieldState>,
 }
@@ -294,7 +295,7 @@ impl EntityState {
         let dot = self.context.increment(device);
         match op {
             EntityOp::Put { fields } => {
-                self.alive = BTreeMap::from([(dot.clone(), at)]);
+                self.alive = DotMap::one(dot.clone(), at);
                 for (name, value) in fields {
                     let f = self.fields.entry(name).or_default();
                     f.register.entries.clear();
@@ -311,7 +312,7 @@ impl EntityState {
                 }
             }
             EntityOp::Counter { field, delta } => {
-                self.alive = BTreeMap::from([(dot.clone(), at)]);
+                self.alive = DotMap::one(dot.clone(), at);
                 let c = &mut self.fields.entry(field).or_default().counter;
                 let (m, amount) =
                     if delta >= 0 { (&mut c.pos, delta.unsigned_abs()) } else { (&mut c.neg, delta.unsigned_abs()) };
@@ -330,7 +331,7 @@ impl EntityState {
         self.alive.retain(|dot, _| other.alive.contains_key(dot) || !other.context.contains(dot));
         for (dot, at) in &other.alive {
             if !my_ctx.contains(dot) {
-                self.alive.entry(dot.clone()).or_insert(*at);
+                self.alive.insert_if_absent(dot, || *at);
             }
         }
         let empty = FieldState::default();

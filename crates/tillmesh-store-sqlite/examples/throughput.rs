@@ -1,6 +1,7 @@
 //! Throughput of the SQLite store, in release: local writes (one batch of 10,000 ops,
-//! then 100,000 single-op puts in batches of 100), remote application of those into a
-//! second store in batches of 100, log paging, and the digest.
+//! then 3 rounds of N single-op puts in batches of 100, each followed by N bare SQLite
+//! INSERTs of rows as large as a change record, the baseline), remote application of
+//! all those into a second store in batches of 100, log paging, and the digest.
 //!
 //! `cargo run -p tillmesh-store-sqlite --release --example throughput [N]`
 //!
@@ -72,29 +73,32 @@ diesel::table! {
     }
 }
 
-/// Baseline: plain single-row INSERTs of rows as large as a change record, 100 per
-/// transaction, same pragmas as the store; rows per second.
-fn bare_inserts(path: &std::path::Path, n: usize, bytes: usize) -> Result<f64, Box<dyn Error>> {
-    use diesel::connection::SimpleConnection;
+/// Baseline: plain single-row INSERTs of `rows` (key, payload) into a plain table, 100
+/// per transaction, on a connection with the store's journal settings; rows per second.
+fn bare_inserts(
+    conn: &mut diesel::SqliteConnection,
+    first_id: usize,
+    rows: &[(String, String)],
+) -> Result<f64, Box<dyn Error>> {
     use diesel::prelude::*;
-    let mut conn = SqliteConnection::establish(&path.display().to_string())?;
-    conn.batch_execute(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-         CREATE TABLE bare (id INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL);",
-    )?;
-    let payload = "x".repeat(bytes);
     let t = Instant::now();
-    for start in (0..n).step_by(100) {
+    for (c, chunk) in rows.chunks(100).enumerate() {
         conn.transaction::<_, diesel::result::Error, _>(|conn| {
-            for i in start..(start + 100).min(n) {
+            for (i, (k, v)) in chunk.iter().enumerate() {
+                let id = (first_id + c * 100 + i) as i64;
                 diesel::insert_into(bare::table)
-                    .values((bare::id.eq(i as i64), bare::k.eq(format!("p{i}")), bare::v.eq(&payload)))
+                    .values((bare::id.eq(id), bare::k.eq(k), bare::v.eq(v)))
                     .execute(conn)?;
             }
             Ok(())
         })?;
     }
-    Ok(n as f64 / t.elapsed().as_secs_f64())
+    Ok(rows.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 #[tokio::main]
@@ -114,21 +118,49 @@ async fn main() -> Result<(), Box<dyn Error>> {
     a.apply_local(&da, ops, Timestamp(1)).await?;
     println!("local, one batch of 10000:       {}", t.rate(10_000));
 
-    // n puts in batches of 100.
-    let t = Phase::start();
-    for start in (0..n).step_by(100) {
-        let ops = (start..(start + 100).min(n))
-            .map(|i| Ok((EntityKey::new("product", format!("p{i}"))?, product(i))))
-            .collect::<Result<Vec<_>, Box<dyn Error>>>()?;
-        a.apply_local(&da, ops, Timestamp(2)).await?;
+    // n puts in batches of 100, against bare INSERTs of rows as large as the records
+    // those puts append. Rounds alternate between the two so that a busy machine
+    // slows both alike; the ratio is of the medians. Inputs are built before timing.
+    const ROUNDS: usize = 3;
+    let bare_path = dir.path().join("bare.db");
+    let mut bare_conn = {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut conn = diesel::SqliteConnection::establish(&bare_path.display().to_string())?;
+        conn.batch_execute(
+            "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             CREATE TABLE bare (id INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL);",
+        )?;
+        conn
+    };
+    let (mut adapter_rates, mut bare_rates, mut record_bytes) = (Vec::new(), Vec::new(), 0);
+    for round in 0..ROUNDS {
+        let batches = (0..n)
+            .step_by(100)
+            .map(|start| {
+                (start..(start + 100).min(n))
+                    .map(|i| Ok((EntityKey::new("product", format!("p{round}-{i}"))?, product(i))))
+                    .collect::<Result<Vec<_>, Box<dyn Error>>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let t = Phase::start();
+        for ops in batches {
+            a.apply_local(&da, ops, Timestamp(2)).await?;
+        }
+        adapter_rates.push(n as f64 / t.wall());
+        println!("local, batches of 100 (round {}): {}", round + 1, t.rate(n));
+        if round == 0 {
+            let head = a.log_head().await?;
+            let last = a.changes_after(head - 1, 1, 1 << 20, &VectorClock::new()).await?;
+            record_bytes = serde_json::to_string(&last.changes)?.len() - 2;
+        }
+        let rows: Vec<(String, String)> = (0..n).map(|i| (format!("p{round}-{i}"), "x".repeat(record_bytes))).collect();
+        bare_rates.push(bare_inserts(&mut bare_conn, round * n, &rows)?);
     }
-    let adapter_rate = n as f64 / t.wall();
-    println!("local, batches of 100:           {}", t.rate(n));
-    let record_bytes =
-        serde_json::to_string(&a.changes_after(0, 1, 1 << 20, &VectorClock::new()).await?.changes)?.len();
-    let bare_rate = bare_inserts(&dir.path().join("bare.db"), n, record_bytes)?;
+    let (adapter_rate, bare_rate) = (median(adapter_rates), median(bare_rates));
     println!(
-        "bare INSERTs of {record_bytes}-byte rows, 100/tx: {bare_rate:.0}/s; adapter ratio {:.2}x (target 3x)",
+        "adapter, batches of 100: {adapter_rate:.0}/s; bare INSERTs of {record_bytes}-byte rows, 100/tx: \
+         {bare_rate:.0}/s (medians of {ROUNDS}); ratio {:.2}x (target 3x)",
         bare_rate / adapter_rate
     );
 
@@ -191,7 +223,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tokio::spawn(async move {
             let mut k = 0;
             for i in 0..20_000 {
-                let key = EntityKey::new("product", format!("p{}", i % n.max(1)))?;
+                let key = EntityKey::new("product", format!("p0-{}", i % n.max(1)))?;
                 if b2.entity(&key).await?.is_some() {
                     k += 1;
                 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::{EntityState, FieldState, MvRegister, PnCounter, RegisterEntry};
 use crate::clock::VectorClock;
+use crate::dotmap::DotMap;
 use crate::ids::{DeviceId, Dot};
 use crate::time::Timestamp;
 
@@ -41,7 +42,7 @@ impl<'a> DeviceIndex<'a> {
     }
 }
 
-struct Alive<'a>(&'a BTreeMap<Dot, Timestamp>, &'a DeviceIndex<'a>);
+struct Alive<'a>(&'a DotMap<Timestamp>, &'a DeviceIndex<'a>);
 
 impl Serialize for Alive<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -237,7 +238,7 @@ impl<'de> Deserialize<'de> for EntityState {
             };
             Ok(Dot { device, counter })
         };
-        let mut alive = BTreeMap::new();
+        let mut alive = DotMap::new();
         for RawAlive(d, counter, at) in raw.alive {
             alive.insert(dot(d, counter)?, at);
         }
