@@ -553,7 +553,7 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
     let one = record(&server, 1, "p");
     let flood = PullResponseV1 {
         device_id: server,
-        changes: vec![one; tillmesh_domain::wire::MAX_BATCH_SIZE + 1],
+        changes: vec![tillmesh_domain::EncodedChange::from(one); tillmesh_domain::wire::MAX_BATCH_SIZE + 1],
         next: 1,
         has_more: false,
         head: 1,
@@ -648,7 +648,7 @@ proptest! {
     ) {
         let resp = PullResponseV1 {
             device_id: recs[0].origin.clone(),
-            changes: recs,
+            changes: recs.into_iter().map(Into::into).collect(),
             next: 3,
             has_more: false,
             head: 3,

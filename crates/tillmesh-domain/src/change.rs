@@ -1,6 +1,7 @@
 //! Change records: the unit of replication and of the change log.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::canonical::Encoder;
 use crate::checksum::{calculate_checksum, verify_checksum, Checksum};
@@ -80,6 +81,86 @@ impl ChangeRecord {
             return Err(DomainError::InvalidRecord("the origin's write is missing from the clock".into()));
         }
         self.state.validate()
+    }
+}
+
+/// A change record together with the JSON text it is stored and sent as.
+///
+/// Why: a terminal stores what it receives as text and relays it as is; keeping the
+/// text a record was decoded from saves encoding every received record again. The
+/// checksum covers canonical bytes, not this text, so any faithful JSON of the record
+/// will do. Read-only (through `Deref`), so the two cannot drift apart.
+#[derive(Clone, Debug)]
+pub struct EncodedChange {
+    record: ChangeRecord,
+    json: Box<RawValue>,
+}
+
+impl EncodedChange {
+    /// Encodes a record.
+    pub fn new(record: ChangeRecord) -> Self {
+        // A record holds strings, integers and JSON values only, so encoding cannot fail.
+        let text = serde_json::to_string(&record).unwrap_or_default();
+        let json = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Self { record, json }
+    }
+
+    /// Decodes a record from its JSON text, keeping the text.
+    ///
+    /// # Errors
+    /// The text is not a change record.
+    pub fn decode(json: String) -> Result<Self, serde_json::Error> {
+        let json = RawValue::from_string(json)?;
+        let record = serde_json::from_str(json.get())?;
+        Ok(Self { record, json })
+    }
+
+    /// The record.
+    pub fn record(&self) -> &ChangeRecord {
+        &self.record
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.json.get()
+    }
+
+    /// The record and its JSON text.
+    pub fn into_parts(self) -> (ChangeRecord, String) {
+        (self.record, self.json.get().to_owned())
+    }
+}
+
+impl std::ops::Deref for EncodedChange {
+    type Target = ChangeRecord;
+    fn deref(&self) -> &ChangeRecord {
+        &self.record
+    }
+}
+
+impl From<ChangeRecord> for EncodedChange {
+    fn from(record: ChangeRecord) -> Self {
+        Self::new(record)
+    }
+}
+
+impl PartialEq for EncodedChange {
+    fn eq(&self, other: &Self) -> bool {
+        self.record == other.record
+    }
+}
+
+impl Serialize for EncodedChange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EncodedChange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = Box::<RawValue>::deserialize(d)?;
+        let record = serde_json::from_str(json.get()).map_err(serde::de::Error::custom)?;
+        Ok(Self { record, json })
     }
 }
 

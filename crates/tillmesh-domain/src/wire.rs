@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::ChangeRecord;
+use crate::change::EncodedChange;
 use crate::clock::VectorClock;
 use crate::ids::DeviceId;
 
@@ -56,8 +56,8 @@ pub struct PullRequestV1 {
 pub struct PullResponseV1 {
     /// The server's device id.
     pub device_id: DeviceId,
-    /// The changes, each with its checksum.
-    pub changes: Vec<ChangeRecord>,
+    /// The changes, each with its checksum (kept with the JSON text they came as).
+    pub changes: Vec<EncodedChange>,
     /// Log position to resume from (the puller's new cursor once it applied the batch).
     pub next: u64,
     /// Whether more changes follow `next`.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncState, StoreError, SyncStore};
-use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, Timestamp, VectorClock};
+use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, EncodedChange, Timestamp, VectorClock};
 
 use crate::entities::Working;
 use crate::schema::{change_log, origin_progress, peer_cursors};
@@ -103,8 +103,9 @@ impl LogAppender {
 }
 
 /// Checks a peer's batch before anything is written: every record's checksum and
-/// invariants, and that numbers fit SQLite. Returns each record with its JSON.
-fn prepare_remote(changes: Vec<ChangeRecord>) -> Result<Vec<(ChangeRecord, String)>, StoreError> {
+/// invariants, and that numbers fit SQLite. Returns each record with its JSON, which is
+/// stored as received.
+fn prepare_remote(changes: Vec<EncodedChange>) -> Result<Vec<(ChangeRecord, String)>, StoreError> {
     let mut out = Vec::with_capacity(changes.len());
     for c in changes {
         c.verify().map_err(StoreError::BadBatch)?;
@@ -114,8 +115,7 @@ fn prepare_remote(changes: Vec<ChangeRecord>) -> Result<Vec<(ChangeRecord, Strin
                 c.seq, c.origin
             ))));
         }
-        let json = serde_json::to_string(&c).map_err(|e| StoreError::Unexpected(e.to_string()))?;
-        out.push((c, json));
+        out.push(c.into_parts());
     }
     Ok(out)
 }
@@ -191,8 +191,8 @@ fn changes_after_tx(
     let raw = changes_after_json_tx(conn, after, limit, max_bytes, known)?;
     let changes = raw
         .changes
-        .iter()
-        .map(|record| serde_json::from_str::<ChangeRecord>(record).map_err(|e| corrupt("change record", e)))
+        .into_iter()
+        .map(|record| EncodedChange::decode(record).map_err(|e| corrupt("change record", e)))
         .collect::<Res<Vec<_>>>()?;
     Ok(ChangePage { changes, next: raw.next, has_more: raw.has_more, head: raw.head })
 }
@@ -297,7 +297,7 @@ impl SyncStore for SqliteStore {
     async fn apply_remote(
         &self,
         peer: &DeviceId,
-        changes: Vec<ChangeRecord>,
+        changes: Vec<EncodedChange>,
         next: u64,
         peer_head: u64,
     ) -> Result<ApplyOutcome, StoreError> {

@@ -382,16 +382,19 @@ mod cases {
 
         // Change a value after the checksum was computed.
         let mut tampered = page.changes.clone();
-        let f = tampered[1].state.fields.get_mut("n").expect("field n");
+        let mut record = tampered[1].record().clone();
+        let f = record.state.fields.get_mut("n").expect("field n");
         for e in f.register.entries.values_mut() {
             e.value = json!(666);
         }
+        tampered[1] = record.into();
         let err = bb.store.apply_remote(&a.id, tampered, page.next, page.head).await.expect_err("tampered batch");
         assert!(matches!(err, StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 3, .. })), "got {err:?}");
         // A record whose checksum matches but breaks invariants (seq 0) is rejected too.
-        let mut bad = page.changes[2].clone();
+        let mut bad = page.changes[2].record().clone();
         bad.seq = 0;
         bad.checksum = tillmesh_domain::calculate_checksum(&bad);
+        let bad = bad.into();
         let err = bb
             .store
             .apply_remote(&a.id, vec![page.changes[0].clone(), bad], page.next, page.head)

@@ -11,7 +11,7 @@ use serde_json::json;
 use tillmesh_domain::device::DeviceRecord;
 use tillmesh_domain::ports::{Clock, PeerTransport, Store, StoreError, TransportError};
 use tillmesh_domain::wire::{PullRequestV1, PullResponseV1, SYNC_BATCH_BYTES};
-use tillmesh_domain::{ChangeRecord, DeviceId, VectorClock};
+use tillmesh_domain::{DeviceId, EncodedChange, VectorClock};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -241,7 +241,7 @@ impl SyncService {
 /// announced as known. A log serves each origin's changes in order without gaps; a
 /// batch that skips one (a buggy or hostile peer) would make the skipped change look
 /// "known" forever, so it is refused whole.
-fn in_origin_order(known: &VectorClock, changes: &mut [ChangeRecord]) -> Result<(), String> {
+fn in_origin_order(known: &VectorClock, changes: &mut [EncodedChange]) -> Result<(), String> {
     changes.sort_by(|a, b| a.origin.cmp(&b.origin).then(a.seq.cmp(&b.seq)));
     let mut expected: Option<(&DeviceId, u64)> = None;
     for c in changes.iter() {
@@ -260,13 +260,13 @@ fn in_origin_order(known: &VectorClock, changes: &mut [ChangeRecord]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tillmesh_domain::{EntityKey, EntityState, Timestamp};
+    use tillmesh_domain::{ChangeRecord, EntityKey, EntityState, Timestamp};
 
-    fn rec(origin: &str, seq: u64) -> ChangeRecord {
+    fn rec(origin: &str, seq: u64) -> EncodedChange {
         let d = DeviceId::parse(origin).expect("id");
         let mut s = EntityState::default();
         s.context.observe(&d, seq);
-        ChangeRecord::new(d, seq, EntityKey::new("t", "x").expect("key"), Timestamp(0), s)
+        ChangeRecord::new(d, seq, EntityKey::new("t", "x").expect("key"), Timestamp(0), s).into()
     }
 
     #[test]

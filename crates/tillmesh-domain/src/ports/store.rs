@@ -4,7 +4,7 @@
 
 use thiserror::Error;
 
-use crate::change::ChangeRecord;
+use crate::change::EncodedChange;
 use crate::checksum::Checksum;
 use crate::clock::VectorClock;
 use crate::conflict::{Conflict, ConflictId};
@@ -75,8 +75,8 @@ pub struct ChangePageJson {
 /// One page of the change log.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChangePage {
-    /// The changes, in log order.
-    pub changes: Vec<ChangeRecord>,
+    /// The changes, in log order, with their stored JSON.
+    pub changes: Vec<EncodedChange>,
     /// Position to resume from.
     pub next: u64,
     /// Whether the log goes on after `next`.
@@ -195,11 +195,7 @@ pub trait SyncStore: Send + Sync + 'static {
         known: &VectorClock,
     ) -> Result<ChangePageJson, StoreError> {
         let page = self.changes_after(after, limit, max_bytes, known).await?;
-        let changes = page
-            .changes
-            .iter()
-            .map(|c| serde_json::to_string(c).map_err(|e| StoreError::Unexpected(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let changes = page.changes.into_iter().map(|c| c.into_parts().1).collect();
         Ok(ChangePageJson { changes, next: page.next, has_more: page.has_more, head: page.head })
     }
 
@@ -212,7 +208,7 @@ pub trait SyncStore: Send + Sync + 'static {
     async fn apply_remote(
         &self,
         peer: &DeviceId,
-        changes: Vec<ChangeRecord>,
+        changes: Vec<EncodedChange>,
         next: u64,
         peer_head: u64,
     ) -> Result<ApplyOutcome, StoreError>;
