@@ -9,7 +9,7 @@ pub mod transport;
 pub use clock::{Clock, JitterSource};
 pub use discovery::{Advertisement, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySink};
 pub use store::{
-    ApplyOutcome, ChangePage, ChangePageJson, DeviceStore, EntityStore, LocalOutcome, NotificationStore, PeerSyncState,
-    QueueStore, Store, StoreDigest, StoreError, SyncStore,
+    ApplyOutcome, ChangePage, ChangePageJson, DeviceStore, EntityStore, LocalOutcome, NotificationStore, Outbox,
+    PeerSyncState, QueueStore, Store, StoreDigest, StoreError, SyncStore,
 };
 pub use transport::{PeerTransport, TransportError};

@@ -9,12 +9,13 @@ use diesel::SqliteConnection;
 use serde::Deserialize;
 use tillmesh_domain::canonical::state_bytes;
 use tillmesh_domain::digest::{entity_hash, entity_hash_of, DigestBuilder};
-use tillmesh_domain::ports::{EntityStore, LocalOutcome, StoreDigest, StoreError};
+use tillmesh_domain::ports::{EntityStore, LocalOutcome, Outbox, StoreDigest, StoreError};
 use tillmesh_domain::{
     ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, Timestamp,
 };
 
 use crate::json::{record_json, to_json};
+use crate::queue::insert_operation;
 use crate::schema::{change_log, conflicts, entities};
 use crate::store::{corrupt, sql_limit, to_u64, unexpected, Res, SqliteStore};
 use crate::sync::{load_progress, save_progress, LogAppender};
@@ -207,6 +208,7 @@ fn apply_local_tx(
     device: &DeviceId,
     ops: Vec<(EntityKey, EntityOp)>,
     at: Timestamp,
+    outbox: Outbox,
 ) -> Res<LocalOutcome> {
     let mut outcome = LocalOutcome { entities: Vec::with_capacity(ops.len()), seqs: Vec::with_capacity(ops.len()) };
     if ops.is_empty() {
@@ -253,6 +255,9 @@ fn apply_local_tx(
         }
     }
     save_progress(conn, device.as_str(), seq)?;
+    for op in outbox(&outcome) {
+        insert_operation(conn, op)?;
+    }
     Ok(outcome)
 }
 
@@ -264,8 +269,18 @@ impl EntityStore for SqliteStore {
         ops: Vec<(EntityKey, EntityOp)>,
         at: Timestamp,
     ) -> Result<LocalOutcome, StoreError> {
+        self.apply_local_with_outbox(device, ops, at, Box::new(|_| Vec::new())).await
+    }
+
+    async fn apply_local_with_outbox(
+        &self,
+        device: &DeviceId,
+        ops: Vec<(EntityKey, EntityOp)>,
+        at: Timestamp,
+        outbox: Outbox,
+    ) -> Result<LocalOutcome, StoreError> {
         let device = device.clone();
-        self.write(move |conn| apply_local_tx(conn, &device, ops, at)).await
+        self.write(move |conn| apply_local_tx(conn, &device, ops, at, outbox)).await
     }
 
     async fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {

@@ -74,47 +74,49 @@ fn reload(conn: &mut SqliteConnection, id: &str) -> Res<QueuedOperation> {
     load(conn, id)?.ok_or_else(|| unexpected(format!("operation {id} vanished")))
 }
 
+/// Inserts a new pending operation (inside the caller's transaction).
+pub(crate) fn insert_operation(conn: &mut SqliteConnection, op: NewOperation) -> Res<QueuedOperation> {
+    let payload = serde_json::to_string(&op.payload).map_err(|e| unexpected(e.to_string()))?;
+    let inserted = diesel::insert_into(q::table)
+        .values((
+            q::id.eq(&op.id),
+            q::kind.eq(&op.kind),
+            q::target.eq(&op.target),
+            q::payload.eq(payload),
+            q::status.eq(OperationStatus::Pending.as_str()),
+            q::attempts.eq(0_i64),
+            q::max_retries.eq(i64::from(op.max_retries)),
+            q::next_attempt_at.eq(op.created_at.0),
+            q::last_error.eq(None::<String>),
+            q::created_at.eq(op.created_at.0),
+            q::updated_at.eq(op.created_at.0),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Fail::Store(StoreError::InvalidState(format!("operation {} already exists", op.id))))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(QueuedOperation {
+        id: op.id,
+        kind: op.kind,
+        target: op.target,
+        payload: op.payload,
+        status: OperationStatus::Pending,
+        attempts: 0,
+        max_retries: op.max_retries,
+        next_attempt_at: op.created_at,
+        last_error: None,
+        created_at: op.created_at,
+    })
+}
+
 #[async_trait::async_trait]
 impl QueueStore for SqliteStore {
     async fn enqueue(&self, op: NewOperation) -> Result<QueuedOperation, StoreError> {
-        self.write(move |conn| {
-            let payload = serde_json::to_string(&op.payload).map_err(|e| unexpected(e.to_string()))?;
-            let inserted = diesel::insert_into(q::table)
-                .values((
-                    q::id.eq(&op.id),
-                    q::kind.eq(&op.kind),
-                    q::target.eq(&op.target),
-                    q::payload.eq(payload),
-                    q::status.eq(OperationStatus::Pending.as_str()),
-                    q::attempts.eq(0_i64),
-                    q::max_retries.eq(i64::from(op.max_retries)),
-                    q::next_attempt_at.eq(op.created_at.0),
-                    q::last_error.eq(None::<String>),
-                    q::created_at.eq(op.created_at.0),
-                    q::updated_at.eq(op.created_at.0),
-                ))
-                .execute(conn);
-            match inserted {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(Fail::Store(StoreError::InvalidState(format!("operation {} already exists", op.id))))
-                }
-                Err(e) => return Err(e.into()),
-            }
-            Ok(QueuedOperation {
-                id: op.id,
-                kind: op.kind,
-                target: op.target,
-                payload: op.payload,
-                status: OperationStatus::Pending,
-                attempts: 0,
-                max_retries: op.max_retries,
-                next_attempt_at: op.created_at,
-                last_error: None,
-                created_at: op.created_at,
-            })
-        })
-        .await
+        self.write(move |conn| insert_operation(conn, op)).await
     }
 
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<QueuedOperation>, StoreError> {

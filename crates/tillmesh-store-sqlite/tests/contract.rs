@@ -46,6 +46,7 @@ contract!(
     device_identity,
     device_registry_rules,
     queue_lifecycle,
+    outbox_is_queued_with_the_batch_or_not_at_all,
     queue_cas_under_contention,
     queue_listing_and_stats,
     notifications_lifecycle,
@@ -719,6 +720,48 @@ mod cases {
         assert_eq!(s.recover_processing().await.expect("recover"), 2);
         assert_eq!(s.recover_processing().await.expect("recover"), 0);
         assert_eq!(s.operation("op4").await.expect("read").expect("op4").status, OperationStatus::Pending);
+    }
+
+    pub async fn outbox_is_queued_with_the_batch_or_not_at_all(b: Backend) {
+        let a = b.node("a").await;
+        let sale = key("sale", "s1");
+        // The outbox sees the batch's outcome, final states included.
+        let outbox: tillmesh_domain::ports::Outbox = Box::new(|out| {
+            out.entities
+                .iter()
+                .map(|(k, s, _)| {
+                    let mut op = new_op(&format!("fwd-{}", k.entity_id()), 5);
+                    op.payload = json!({"total": s.view().fields["total"]});
+                    op
+                })
+                .collect()
+        });
+        let ops = vec![(sale.clone(), put(&[("total", json!(1250))]))];
+        a.store.apply_local_with_outbox(&a.id, ops, ts(5), outbox).await.expect("write + queue");
+        let queued = a.store.operations(None, 10).await.expect("list");
+        assert_eq!(queued.len(), 1);
+        assert_eq!((queued[0].id.as_str(), &queued[0].payload), ("fwd-s1", &json!({"total": 1250})));
+        let before = digest(&a).await;
+
+        // A rejected batch queues nothing.
+        let bad = vec![(key("sale", "s2"), put(&[("total", json!(1))])), (key("sale", "s2"), counter("total", 1))];
+        let err = a
+            .store
+            .apply_local_with_outbox(&a.id, bad, ts(6), Box::new(|_| vec![new_op("never", 6)]))
+            .await
+            .expect_err("kind mismatch");
+        assert!(matches!(err, StoreError::Rejected(_)), "got {err:?}");
+        // An operation that cannot be queued (its id is taken) undoes the batch's writes.
+        let ops = vec![(key("sale", "s3"), put(&[("total", json!(7))]))];
+        let err = a
+            .store
+            .apply_local_with_outbox(&a.id, ops, ts(7), Box::new(|_| vec![new_op("fwd-s1", 7)]))
+            .await
+            .expect_err("duplicate operation id");
+        assert!(matches!(err, StoreError::InvalidState(_)), "got {err:?}");
+        assert_eq!(a.store.entity(&key("sale", "s3")).await.expect("read"), None);
+        assert_eq!(digest(&a).await, before);
+        assert_eq!(a.store.operations(None, 10).await.expect("list").len(), 1);
     }
 
     pub async fn queue_cas_under_contention(b: Backend) {

@@ -31,33 +31,24 @@ impl EntityService {
         Self { device, store, clock, queue }
     }
 
-    /// Applies ops atomically and forwards newly created sales upstream.
+    /// Applies ops atomically and, in the same transaction, queues the sales they
+    /// created for head office (when one is configured).
     ///
     /// # Errors
-    /// Store errors; nothing is written on error.
+    /// Store errors; nothing is written or queued on error.
     pub async fn apply(&self, ops: Vec<(EntityKey, EntityOp)>) -> Result<LocalOutcome, StoreError> {
         for (_, op) in &ops {
             op.validate()?;
         }
-        let outcome = self.store.apply_local(&self.device, ops, self.clock.now()).await?;
-        // A sale is forwarded once, with its state at the end of the batch, when the
-        // batch created it and did not delete it again.
-        let mut new_sales: Vec<&EntityKey> = Vec::new();
-        let mut last_state: std::collections::HashMap<&EntityKey, &EntityState> = std::collections::HashMap::new();
-        for (key, state, created) in &outcome.entities {
-            if key.entity_type() == "sale" {
-                if *created && !new_sales.contains(&key) {
-                    new_sales.push(key);
-                }
-                last_state.insert(key, state);
+        let now = self.clock.now();
+        match self.queue.sale_outbox() {
+            Some(outbox) => {
+                let outcome = self.store.apply_local_with_outbox(&self.device, ops, now, outbox).await?;
+                self.queue.wake();
+                Ok(outcome)
             }
+            None => self.store.apply_local(&self.device, ops, now).await,
         }
-        for key in new_sales {
-            if let Some(state) = last_state.get(key).filter(|s| !s.is_deleted()) {
-                self.queue.forward_sale(key, state).await;
-            }
-        }
-        Ok(outcome)
     }
 
     /// One entity's state.

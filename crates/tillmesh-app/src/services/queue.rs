@@ -7,11 +7,12 @@
 //! it sees each operation exactly once. `--max-retries` counts attempts in total;
 //! a 4xx other than 408/409/425/429 (and a redirect) fails the operation at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tillmesh_domain::ports::{Clock, JitterSource, Store, StoreError};
+use tillmesh_domain::ports::{Clock, JitterSource, LocalOutcome, Outbox, Store, StoreError};
 use tillmesh_domain::queue::{NewOperation, Notification, OperationStatus, QueueStats, QueuedOperation};
 use tillmesh_domain::{BackoffPolicy, DeviceId, EntityKey, EntityState, Timestamp};
 use tokio::sync::Notify;
@@ -138,15 +139,31 @@ impl OfflineQueueService {
         Ok(stored)
     }
 
-    /// Forwards a newly created sale to head office, when one is configured.
-    pub async fn forward_sale(&self, key: &EntityKey, state: &EntityState) {
-        let Some(target) = self.upstream.clone() else {
-            return;
-        };
-        if let Err(e) = self.enqueue(KIND_HTTP_POST, &target, sale_payload(key, state, &self.device)).await {
-            // The sale itself is stored; only its forwarding could not be queued.
-            tracing::error!(sale = %key, error = %e, "could not queue the sale for head office");
-        }
+    /// When head office is configured: what a local batch must queue with it, namely
+    /// each sale the batch created (and did not delete again), once, with its state at
+    /// the end of the batch. The store queues them in the batch's transaction.
+    pub fn sale_outbox(&self) -> Option<Outbox> {
+        let target = self.upstream.clone()?;
+        let (device, max_retries, now) = (self.device.clone(), self.policy.max_attempts, self.clock.now());
+        Some(Box::new(move |outcome: &LocalOutcome| {
+            new_sales(outcome)
+                .into_iter()
+                .map(|(key, state)| NewOperation {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    kind: KIND_HTTP_POST.to_string(),
+                    target: target.clone(),
+                    payload: sale_payload(key, state, &device),
+                    max_retries,
+                    created_at: now,
+                })
+                .collect()
+        }))
+    }
+
+    /// Wakes the worker after operations were queued behind its back (see
+    /// [`OfflineQueueService::sale_outbox`]).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Queue statistics.
@@ -418,6 +435,22 @@ impl OfflineQueueService {
             json!({"notification_id": n.id, "operation_id": op.id, "message": message}),
         );
     }
+}
+
+/// The sales a batch created and did not delete again, each once, with its state at
+/// the end of the batch.
+fn new_sales(outcome: &LocalOutcome) -> Vec<(&EntityKey, &EntityState)> {
+    let mut created: Vec<&EntityKey> = Vec::new();
+    let mut last: HashMap<&EntityKey, &EntityState> = HashMap::new();
+    for (key, state, was_created) in &outcome.entities {
+        if key.entity_type() == "sale" {
+            if *was_created && !created.contains(&key) {
+                created.push(key);
+            }
+            last.insert(key, state);
+        }
+    }
+    created.into_iter().filter_map(|k| last.get(k).filter(|s| !s.is_deleted()).map(|s| (k, *s))).collect()
 }
 
 #[cfg(test)]

@@ -111,6 +111,10 @@ pub struct PeerSyncState {
     pub last_error: Option<String>,
 }
 
+/// Derives, from a local batch's outcome, operations to queue with it (e.g. forwarding
+/// the sales it created to head office).
+pub type Outbox = Box<dyn FnOnce(&LocalOutcome) -> Vec<NewOperation> + Send>;
+
 /// Entities and local writes.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait::async_trait]
@@ -125,6 +129,19 @@ pub trait EntityStore: Send + Sync + 'static {
         device: &DeviceId,
         ops: Vec<(EntityKey, EntityOp)>,
         at: Timestamp,
+    ) -> Result<LocalOutcome, StoreError>;
+
+    /// [`EntityStore::apply_local`], and in the same transaction queues the operations
+    /// `outbox` derives from the outcome, so a crash keeps both or neither.
+    ///
+    /// # Errors
+    /// As [`EntityStore::apply_local`]; nothing is written or queued on error.
+    async fn apply_local_with_outbox(
+        &self,
+        device: &DeviceId,
+        ops: Vec<(EntityKey, EntityOp)>,
+        at: Timestamp,
+        outbox: Outbox,
     ) -> Result<LocalOutcome, StoreError>;
 
     /// An entity's state, if it was ever written.
