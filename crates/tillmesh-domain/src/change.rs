@@ -4,7 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::canonical::Encoder;
-use crate::checksum::{calculate_checksum, verify_checksum, Checksum};
+use crate::checksum::{calculate_checksum, Checksum};
 use crate::clock::VectorClock;
 use crate::entity::EntityState;
 use crate::error::DomainError;
@@ -73,14 +73,28 @@ impl ChangeRecord {
     /// # Errors
     /// [`DomainError::ChecksumMismatch`] or [`DomainError::InvalidRecord`].
     pub fn verify(&self) -> Result<(), DomainError> {
-        verify_checksum(self)?;
+        self.verified_state_bytes().map(|_| ())
+    }
+
+    /// [`ChangeRecord::verify`], handing back the canonical bytes of the state that
+    /// checking the checksum computed, so that the receiver's entity hash of that
+    /// state ([`crate::digest::entity_hash_of`]) need not encode it again.
+    ///
+    /// # Errors
+    /// As [`ChangeRecord::verify`].
+    pub fn verified_state_bytes(&self) -> Result<Vec<u8>, DomainError> {
+        let bytes = crate::canonical::state_bytes(&self.state);
+        if Self::checksum_of(&self.origin, self.seq, &self.key, self.at, &bytes) != self.checksum {
+            return Err(DomainError::ChecksumMismatch { origin: self.origin.to_string(), seq: self.seq });
+        }
         if self.seq == 0 {
             return Err(DomainError::InvalidRecord("sequence numbers start at 1".into()));
         }
         if self.state.context.get(&self.origin) == 0 {
             return Err(DomainError::InvalidRecord("the origin's write is missing from the clock".into()));
         }
-        self.state.validate()
+        self.state.validate()?;
+        Ok(bytes)
     }
 }
 

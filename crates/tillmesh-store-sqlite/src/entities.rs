@@ -39,6 +39,13 @@ pub(crate) struct Slot {
     outcome_index: Option<usize>,
 }
 
+impl Slot {
+    /// Records the canonical bytes of the current state (`None`: not known).
+    pub(crate) fn set_canonical(&mut self, bytes: Option<Vec<u8>>) {
+        self.canonical = bytes;
+    }
+}
+
 /// What [`Working::flush`] hands back.
 #[derive(Default)]
 pub(crate) struct Flushed {

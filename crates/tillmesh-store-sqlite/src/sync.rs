@@ -103,21 +103,29 @@ impl LogAppender {
 }
 
 /// Checks a peer's batch before anything is written: every record's checksum and
-/// invariants, and that numbers fit SQLite. Returns each record with its JSON, which is
-/// stored as received.
-fn prepare_remote(changes: Vec<EncodedChange>) -> Result<Vec<(ChangeRecord, String)>, StoreError> {
+/// invariants, and that numbers fit SQLite. Returns each record with its JSON (stored
+/// as received) and its state's canonical bytes (for the entity hash).
+fn prepare_remote(changes: Vec<EncodedChange>) -> Result<Vec<Verified>, StoreError> {
     let mut out = Vec::with_capacity(changes.len());
     for c in changes {
-        c.verify().map_err(StoreError::BadBatch)?;
+        let state_bytes = c.verified_state_bytes().map_err(StoreError::BadBatch)?;
         if i64::try_from(c.seq).is_err() {
             return Err(StoreError::BadBatch(DomainError::InvalidRecord(format!(
                 "sequence {} of {} is out of range",
                 c.seq, c.origin
             ))));
         }
-        out.push(c.into_parts());
+        let (record, json) = c.into_parts();
+        out.push(Verified { record, json, state_bytes });
     }
     Ok(out)
+}
+
+/// A received change that passed [`prepare_remote`].
+struct Verified {
+    record: ChangeRecord,
+    json: String,
+    state_bytes: Vec<u8>,
 }
 
 /// Per origin touched by a batch: (highest sequence before, highest now).
@@ -127,7 +135,7 @@ type Progress = HashMap<String, (u64, u64)>;
 fn apply_remote_tx(
     conn: &mut SqliteConnection,
     peer: &DeviceId,
-    changes: Vec<(ChangeRecord, String)>,
+    changes: Vec<Verified>,
     next: i64,
     peer_head: i64,
 ) -> Res<ApplyOutcome> {
@@ -135,7 +143,7 @@ fn apply_remote_tx(
     let mut work = Working::default();
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
-    for (change, json) in changes {
+    for Verified { record: change, json, state_bytes } in changes {
         // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
         let Some(pos) = log.append(conn, &change.origin, change.seq, &json)? else {
@@ -147,8 +155,10 @@ fn apply_remote_tx(
         slot.state.join(&change.state);
         slot.exists = true;
         slot.last_pos = pos;
-        // Usually the change supersedes what was here, and the entity row can point at it.
+        // Usually the change supersedes what was here: the entity row can point at it,
+        // and its hash comes from the bytes the checksum check encoded.
         slot.state_in_log = slot.state == change.state;
+        slot.set_canonical(slot.state_in_log.then_some(state_bytes));
         let origin = change.origin.as_str();
         let entry = match progress.get_mut(origin) {
             Some(e) => e,

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::checksum::verify_checksum;
 use crate::entity::EntityOp;
 
 fn dev(s: &str) -> DeviceId {
