@@ -52,12 +52,17 @@ pub struct NetworkService {
     events: EventBus,
     liveness: LivenessPolicy,
     last_status: Mutex<HashMap<DeviceId, LivenessStatus>>,
+    /// When each peer's last-seen was last written (see [`NetworkService::touch`]).
+    last_touch: Mutex<HashMap<DeviceId, Timestamp>>,
     /// Numbers discovery events in the order the adapter reported them.
     discovery_seq: AtomicU64,
     discovery: Mutex<DiscoveryState>,
     /// Serialises "is this Found still the newest? → record it".
     discovery_writes: tokio::sync::Mutex<()>,
 }
+
+/// Shortest interval between two writes of one peer's last-seen by [`NetworkService::touch`].
+const TOUCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Repeated `Found` events with the same addresses within this period are skipped.
 const FOUND_DEBOUNCE: Duration = Duration::from_secs(2);
@@ -102,6 +107,7 @@ impl NetworkService {
             events,
             liveness,
             last_status: Mutex::new(HashMap::new()),
+            last_touch: Mutex::new(HashMap::new()),
             discovery_seq: AtomicU64::new(0),
             discovery: Mutex::new(DiscoveryState::default()),
             discovery_writes: tokio::sync::Mutex::new(()),
@@ -383,9 +389,21 @@ impl NetworkService {
         }
     }
 
-    /// Records that `peer` answered (sync or ping).
+    /// Records that `peer` answered (sync or ping). A peer pulling a long backlog
+    /// calls this for every batch it is served; last-seen is written at most every
+    /// [`TOUCH_EVERY`], far finer than any liveness threshold, instead of a write
+    /// transaction per batch.
     pub async fn touch(&self, peer: &DeviceId) {
-        let _ = self.store.touch_device(peer, self.clock.now()).await;
+        let now = self.clock.now();
+        {
+            let mut last = self.last_touch.lock().unwrap_or_else(PoisonError::into_inner);
+            let recent = last.get(peer).is_some_and(|t| *t <= now && now.millis_since(*t) < TOUCH_EVERY.as_millis() as u64);
+            if recent {
+                return;
+            }
+            last.insert(peer.clone(), now);
+        }
+        let _ = self.store.touch_device(peer, now).await;
     }
 
     /// One heartbeat: pings every known peer, refreshes last-seen of those that
