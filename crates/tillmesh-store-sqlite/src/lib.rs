@@ -30,6 +30,13 @@
 //!   known vector may never ask for it, so gaps must not be created on purpose.
 //! * The log relays: records from peers keep their origin, sequence and checksum, so
 //!   changes flow A → B → C.
+//! * Nothing is stored twice. A log row holds the record's JSON (received records
+//!   keep the text they came as); an entity row holds its state only when no record
+//!   does, i.e. after a merge of concurrent changes. Otherwise `state` is NULL and the
+//!   state is read from the record at `updated_pos` (local writes and superseding
+//!   remote changes, by far the common cases).
+//! * `apply_local_with_outbox` queues the operations derived from a batch (new sales
+//!   for head office) in the batch's transaction.
 //! * Conflict rows are derived: rebuilt from `EntityState::conflicts` whenever an
 //!   entity's state changes, never written otherwise.
 //! * `changes_after` examines at most `clamp(limit × 20, 1 000, 10 000)` log rows
