@@ -239,11 +239,11 @@ fn apply_local_tx(
         slot.exists = true;
         seq = seq.checked_add(1).ok_or_else(|| unexpected("sequence numbers exhausted"))?;
         // One canonical encoding of the new state serves the record's checksum here and
-        // the entity hash at flush; one JSON encoding serves the log row, and the entity
-        // row points at that row instead of repeating it.
+        // the entity hash at flush; the state's JSON goes into the log row only, and the
+        // entity row points at that row instead of repeating it.
         let canonical = state_bytes(&slot.state);
         let checksum = ChangeRecord::checksum_of(device, seq, &key, at, &canonical);
-        let json = record_json(device, seq, &key, at, &to_json(&slot.state)?, &checksum)?;
+        let json = record_json(device, seq, &key, at, &slot.state, &checksum)?;
         slot.last_pos = log.append_local(conn, device, seq, &json)?;
         slot.state_in_log = true;
         slot.canonical = Some(canonical);

@@ -1,10 +1,9 @@
-//! JSON encodings stored in the database. A change record's JSON is assembled around
-//! the already-encoded state, so a local write encodes each state once for both the
-//! log row and the entity row. The output is byte-identical to
-//! `serde_json::to_string(&record)` (a unit test below pins that).
+//! JSON encodings stored in the database. A new change record's JSON is written from
+//! its parts, so a local write builds no record value just to encode it. The output is
+//! byte-identical to `serde_json::to_string(&record)` (a unit test below pins that).
 
 use serde::Serialize;
-use tillmesh_domain::{Checksum, DeviceId, EntityKey, Timestamp};
+use tillmesh_domain::{Checksum, DeviceId, EntityKey, EntityState, Timestamp};
 
 use crate::store::{unexpected, Res};
 
@@ -18,16 +17,16 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(v: &T) -> Res<String> {
 }
 
 /// `serde_json::to_string` of the [`tillmesh_domain::ChangeRecord`] with these parts,
-/// given `state_json` = the JSON of its state.
+/// written into one buffer (the state encoded in place, not copied in).
 pub(crate) fn record_json(
     origin: &DeviceId,
     seq: u64,
     key: &EntityKey,
     at: Timestamp,
-    state_json: &str,
+    state: &EntityState,
     checksum: &Checksum,
 ) -> Res<String> {
-    let mut out = Vec::with_capacity(state_json.len() + 256);
+    let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(br#"{"origin":"#);
     push(&mut out, origin)?;
     out.extend_from_slice(br#","seq":"#);
@@ -37,7 +36,7 @@ pub(crate) fn record_json(
     out.extend_from_slice(br#","at":"#);
     push(&mut out, &at)?;
     out.extend_from_slice(br#","state":"#);
-    out.extend_from_slice(state_json.as_bytes());
+    push(&mut out, state)?;
     out.extend_from_slice(br#","checksum":"#);
     push(&mut out, checksum)?;
     out.push(b'}');
@@ -81,8 +80,7 @@ mod tests {
 
         for (seq, state) in [(1, EntityState::default()), (u64::MAX, a), (42, deleted)] {
             let r = ChangeRecord::new(dev("a"), seq, key.clone(), Timestamp(i64::MIN), state);
-            let state_json = to_json(&r.state).expect("state json");
-            let json = record_json(&r.origin, r.seq, &r.key, r.at, &state_json, &r.checksum).expect("record json");
+            let json = record_json(&r.origin, r.seq, &r.key, r.at, &r.state, &r.checksum).expect("record json");
             assert_eq!(json, serde_json::to_string(&r).expect("serde"));
         }
     }

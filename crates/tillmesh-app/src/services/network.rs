@@ -397,7 +397,8 @@ impl NetworkService {
         let now = self.clock.now();
         {
             let mut last = self.last_touch.lock().unwrap_or_else(PoisonError::into_inner);
-            let recent = last.get(peer).is_some_and(|t| *t <= now && now.millis_since(*t) < TOUCH_EVERY.as_millis() as u64);
+            let recent =
+                last.get(peer).is_some_and(|t| *t <= now && now.millis_since(*t) < TOUCH_EVERY.as_millis() as u64);
             if recent {
                 return;
             }
