@@ -74,7 +74,7 @@ diesel::table! {
 }
 
 /// Baseline: plain single-row INSERTs of `rows` (key, payload) into a plain table, 100
-/// per transaction, on a connection with the store's journal settings; rows per second.
+/// per transaction, on a connection with the store's pragmas; rows per second.
 fn bare_inserts(
     conn: &mut diesel::SqliteConnection,
     first_id: usize,
@@ -127,10 +127,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
         let mut conn = diesel::SqliteConnection::establish(&bare_path.display().to_string())?;
-        conn.batch_execute(
-            "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             CREATE TABLE bare (id INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL);",
-        )?;
+        conn.batch_execute(tillmesh_store_sqlite::CONNECTION_PRAGMAS)?;
+        conn.batch_execute("CREATE TABLE bare (id INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL);")?;
         conn
     };
     let (mut adapter_rates, mut bare_rates, mut record_bytes) = (Vec::new(), Vec::new(), 0);

@@ -57,4 +57,4 @@ mod schema;
 mod store;
 mod sync;
 
-pub use store::SqliteStore;
+pub use store::{SqliteStore, CONNECTION_PRAGMAS};

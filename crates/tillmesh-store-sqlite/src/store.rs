@@ -28,8 +28,9 @@ const READERS: usize = 2;
 /// created: 8 KiB pages suit rows of ~1 KiB (a record or an entity state) and
 /// measured ~10-20% more writes per CPU-second than 4 KiB. `journal_mode` is
 /// persistent in the file; the others are per connection. (A `:memory:` database
-/// keeps its `memory` journal.)
-const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 8192; \
+/// keeps its `memory` journal.) Public so that benchmarks give their bare-SQLite
+/// baselines the same settings.
+pub const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 8192; \
      PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; \

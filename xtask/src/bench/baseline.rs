@@ -19,22 +19,14 @@ diesel::table! {
     }
 }
 
-/// Same as `CONNECTION_PRAGMAS` in crates/tillmesh-store-sqlite/src/store.rs (keep in step).
-const PRAGMAS: &str = "PRAGMA busy_timeout = 5000; \
-     PRAGMA page_size = 8192; \
-     PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; \
-     PRAGMA temp_store = MEMORY; \
-     PRAGMA cache_size = -16000;";
-
 /// Opens a fresh database with the bench table: a plain rowid table, or (`keyed`) one
 /// keyed by (type, id) like the product's `entities` table.
 fn open(dir: &Path, keyed: bool) -> Result<SqliteConnection> {
     let path = dir.join("baseline.db");
     let url = path.to_str().context("temp path is not UTF-8")?;
     let mut conn = SqliteConnection::establish(url)?;
-    conn.batch_execute(PRAGMAS)?;
+    conn.batch_execute("PRAGMA busy_timeout = 5000;")?;
+    conn.batch_execute(tillmesh_store_sqlite::CONNECTION_PRAGMAS)?;
     conn.batch_execute(if keyed {
         "CREATE TABLE bench_rows (pos INTEGER NOT NULL, entity_type TEXT NOT NULL, \
          entity_id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (entity_type, entity_id)) WITHOUT ROWID;"
