@@ -103,11 +103,14 @@ impl ChangeRecord {
 /// Why: a terminal stores what it receives as text and relays it as is; keeping the
 /// text a record was decoded from saves encoding every received record again. The
 /// checksum covers canonical bytes, not this text, so any faithful JSON of the record
-/// will do. Read-only (through `Deref`), so the two cannot drift apart.
+/// will do. Read-only (through `Deref`), so the two cannot drift apart — which also
+/// makes it sound to remember a successful verification (see [`EncodedChange::check`]).
 #[derive(Clone, Debug)]
 pub struct EncodedChange {
     record: ChangeRecord,
     json: Box<RawValue>,
+    /// Canonical bytes of the state, once [`ChangeRecord::verified_state_bytes`] passed.
+    verified: Option<Vec<u8>>,
 }
 
 impl EncodedChange {
@@ -116,7 +119,7 @@ impl EncodedChange {
         // A record holds strings, integers and JSON values only, so encoding cannot fail.
         let text = serde_json::to_string(&record).unwrap_or_default();
         let json = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        Self { record, json }
+        Self { record, json, verified: None }
     }
 
     /// Decodes a record from its JSON text, keeping the text.
@@ -126,7 +129,33 @@ impl EncodedChange {
     pub fn decode(json: String) -> Result<Self, serde_json::Error> {
         let json = RawValue::from_string(json)?;
         let record = serde_json::from_str(json.get())?;
-        Ok(Self { record, json })
+        Ok(Self { record, json, verified: None })
+    }
+
+    /// Verifies the record ([`ChangeRecord::verify`]) and remembers that it passed, so
+    /// that [`EncodedChange::into_verified`] does not check it again. A puller checks a
+    /// batch while the previous one is being stored; the store then only asks.
+    ///
+    /// # Errors
+    /// As [`ChangeRecord::verify`].
+    pub fn check(&mut self) -> Result<(), DomainError> {
+        if self.verified.is_none() {
+            self.verified = Some(self.record.verified_state_bytes()?);
+        }
+        Ok(())
+    }
+
+    /// The verified record, its JSON text and its state's canonical bytes; verifies
+    /// unless [`EncodedChange::check`] already did.
+    ///
+    /// # Errors
+    /// As [`ChangeRecord::verify`].
+    pub fn into_verified(self) -> Result<(ChangeRecord, String, Vec<u8>), DomainError> {
+        let bytes = match self.verified {
+            Some(bytes) => bytes,
+            None => self.record.verified_state_bytes()?,
+        };
+        Ok((self.record, self.json.get().to_owned(), bytes))
     }
 
     /// The record.
@@ -174,7 +203,7 @@ impl<'de> Deserialize<'de> for EncodedChange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let json = Box::<RawValue>::deserialize(d)?;
         let record = serde_json::from_str(json.get()).map_err(serde::de::Error::custom)?;
-        Ok(Self { record, json })
+        Ok(Self { record, json, verified: None })
     }
 }
 

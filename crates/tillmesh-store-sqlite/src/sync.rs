@@ -108,14 +108,13 @@ impl LogAppender {
 fn prepare_remote(changes: Vec<EncodedChange>) -> Result<Vec<Verified>, StoreError> {
     let mut out = Vec::with_capacity(changes.len());
     for c in changes {
-        let state_bytes = c.verified_state_bytes().map_err(StoreError::BadBatch)?;
-        if i64::try_from(c.seq).is_err() {
+        let (record, json, state_bytes) = c.into_verified().map_err(StoreError::BadBatch)?;
+        if i64::try_from(record.seq).is_err() {
             return Err(StoreError::BadBatch(DomainError::InvalidRecord(format!(
                 "sequence {} of {} is out of range",
-                c.seq, c.origin
+                record.seq, record.origin
             ))));
         }
-        let (record, json) = c.into_parts();
         out.push(Verified { record, json, state_bytes });
     }
     Ok(out)

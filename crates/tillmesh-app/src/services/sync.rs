@@ -213,7 +213,22 @@ impl SyncService {
             known,
         };
         tokio::spawn(async move {
-            let resp = transport.pull(&base, &req).await;
+            let resp = match transport.pull(&base, &req).await {
+                // Checking checksums here overlaps it with storing the previous batch.
+                // A failure is left for the store, which checks again and rejects the
+                // whole batch with the usual error.
+                Ok(mut resp) => tokio::task::spawn_blocking(move || {
+                    for c in &mut resp.changes {
+                        if c.check().is_err() {
+                            break;
+                        }
+                    }
+                    resp
+                })
+                .await
+                .map_err(|e| TransportError::Protocol(format!("checking the batch failed: {e}"))),
+                Err(e) => Err(e),
+            };
             (req.known, resp)
         })
     }

@@ -101,3 +101,21 @@ proptest! {
         prop_assert!(verify_checksum(&f2).is_ok());
     }
 }
+
+#[test]
+fn an_encoded_change_is_verified_once_and_a_bad_one_never_passes() {
+    let r = record(json!("Tea"), 4);
+    let mut good = EncodedChange::decode(serde_json::to_string(&r).expect("json")).expect("decode");
+    good.check().expect("valid");
+    good.check().expect("still valid");
+    let (back, json, bytes) = good.into_verified().expect("verified");
+    assert_eq!(back, r);
+    assert_eq!(json, serde_json::to_string(&r).expect("json"));
+    assert_eq!(bytes, crate::canonical::state_bytes(&r.state));
+
+    let mut tampered = r.clone();
+    tampered.at = Timestamp(tampered.at.0 + 1);
+    let mut bad = EncodedChange::from(tampered);
+    assert!(matches!(bad.check(), Err(DomainError::ChecksumMismatch { .. })));
+    assert!(matches!(bad.clone().into_verified(), Err(DomainError::ChecksumMismatch { .. })));
+}
