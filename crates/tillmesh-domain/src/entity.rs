@@ -346,6 +346,21 @@ impl EntityState {
         self.context.merge(&other.context);
     }
 
+    /// [`EntityState::join`] taking `other` by value; returns whether the result is
+    /// exactly `other`. A replica that has nothing of the entity yet (the usual case
+    /// when catching up) takes `other` as it is instead of copying it entry by entry.
+    pub fn join_owned(&mut self, other: EntityState) -> bool {
+        if *self == EntityState::default() {
+            *self = other;
+            // What `join` would drop: fields left with nothing in them.
+            let before = self.fields.len();
+            self.fields.retain(|_, f| !f.is_empty());
+            return self.fields.len() == before;
+        }
+        self.join(&other);
+        *self == other
+    }
+
     /// The join of two states, as a new state.
     #[must_use]
     pub fn joined(&self, other: &EntityState) -> EntityState {

@@ -150,15 +150,15 @@ fn apply_remote_tx(
             continue;
         };
         outcome.applied += 1;
-        let slot = work.slot(conn, &change.key)?;
-        slot.state.join(&change.state);
-        slot.exists = true;
-        slot.last_pos = pos;
+        let ChangeRecord { origin, seq, key, state, .. } = change;
+        let slot = work.slot(conn, &key)?;
         // Usually the change supersedes what was here: the entity row can point at it,
         // and its hash comes from the bytes the checksum check encoded.
-        slot.state_in_log = slot.state == change.state;
+        slot.state_in_log = slot.state.join_owned(state);
+        slot.exists = true;
+        slot.last_pos = pos;
         slot.set_canonical(slot.state_in_log.then_some(state_bytes));
-        let origin = change.origin.as_str();
+        let origin = origin.as_str();
         let entry = match progress.get_mut(origin) {
             Some(e) => e,
             None => {
@@ -168,7 +168,7 @@ fn apply_remote_tx(
         };
         // Per-origin sequences normally arrive in order; after a gap the progress
         // still moves to the maximum (see the crate docs).
-        entry.1 = entry.1.max(change.seq);
+        entry.1 = entry.1.max(seq);
     }
     outcome.new_conflicts = work.flush(conn)?.opened;
     for (origin, (before, now)) in progress {

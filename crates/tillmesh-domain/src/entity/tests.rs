@@ -256,6 +256,18 @@ proptest! {
     }
 
     #[test]
+    fn join_owned_is_join(steps in steps(), i in 0usize..100, j in 0usize..100) {
+        let (emitted, replicas) = run(&steps);
+        let mut all: Vec<EntityState> = emitted.into_iter().chain(replicas).collect();
+        all.push(EntityState::default());
+        let (a, b) = (&all[i % all.len()], &all[j % all.len()]);
+        let mut owned = a.clone();
+        let same = owned.join_owned(b.clone());
+        prop_assert_eq!(&owned, &a.joined(b));
+        prop_assert_eq!(same, &owned == b);
+    }
+
+    #[test]
     fn every_state_survives_its_json_form(steps in steps()) {
         let (emitted, replicas) = run(&steps);
         for s in emitted.iter().chain(replicas.iter()) {
@@ -319,4 +331,14 @@ fn states_written_before_protocol_2_still_decode() {
     assert_eq!(s.alive.len(), 2);
     let again: EntityState = serde_json::from_str(&serde_json::to_string(&s).expect("encode")).expect("new form");
     assert_eq!(again, s);
+}
+
+#[test]
+fn join_owned_into_nothing_drops_empty_fields_like_join() {
+    let odd: EntityState = serde_json::from_str(r#"{"context":{"a":1},"alive":[[0,1,5]],"fields":{"x":{}}}"#)
+        .expect("decodes");
+    let mut owned = EntityState::default();
+    assert!(!owned.join_owned(odd.clone()), "the empty field is dropped, so the result differs");
+    assert_eq!(owned, EntityState::default().joined(&odd));
+    assert!(owned.fields.is_empty());
 }
