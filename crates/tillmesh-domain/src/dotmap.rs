@@ -103,14 +103,41 @@ impl<V> DotMap<V> {
     }
 }
 
-impl<V> FromIterator<(Dot, V)> for DotMap<V> {
-    /// Later entries win over earlier ones with the same dot.
-    fn from_iter<I: IntoIterator<Item = (Dot, V)>>(iter: I) -> Self {
-        let mut m = Self::new();
-        for (d, v) in iter {
-            m.insert(d, v);
+impl<V> DotMap<V> {
+    /// Adds every entry of `other` whose dot is absent here and passes `take`. Sorts
+    /// once instead of inserting one by one, so a state with many dots (only a broken or
+    /// hostile peer sends one) costs O(n log n), not O(n²).
+    pub fn merge_missing(&mut self, other: &DotMap<V>, mut take: impl FnMut(&Dot) -> bool)
+    where
+        V: Clone,
+    {
+        let before = self.entries.len();
+        for (d, v) in &other.entries {
+            if take(d) && self.entries[..before].binary_search_by(|(x, _)| x.cmp(d)).is_err() {
+                self.entries.push((d.clone(), v.clone()));
+            }
         }
-        m
+        if self.entries.len() > before {
+            self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+    }
+}
+
+impl<V> FromIterator<(Dot, V)> for DotMap<V> {
+    /// Later entries win over earlier ones with the same dot. O(n log n) whatever the
+    /// order of the input.
+    fn from_iter<I: IntoIterator<Item = (Dot, V)>>(iter: I) -> Self {
+        let mut entries: Vec<(Dot, V)> = iter.into_iter().collect();
+        // A stable sort keeps equal dots in input order; the last of each run wins.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Dot, V)> = Vec::with_capacity(entries.len());
+        for (d, v) in entries {
+            match out.last_mut() {
+                Some(last) if last.0 == d => last.1 = v,
+                _ => out.push((d, v)),
+            }
+        }
+        Self { entries: out }
     }
 }
 
@@ -159,6 +186,28 @@ mod tests {
                 prop_assert_eq!(m.iter().collect::<Vec<_>>(), reference.iter().collect::<Vec<_>>());
                 prop_assert_eq!(m.len(), reference.len());
             }
+        }
+
+        /// Building from a list and merging agree with a `BTreeMap` too.
+        #[test]
+        fn from_iter_and_merge_missing_behave_like_an_ordered_map(
+            a in proptest::collection::vec((0u8..4, 1u64..4, any::<u8>()), 0..30),
+            b in proptest::collection::vec((0u8..4, 1u64..4, any::<u8>()), 0..30),
+            skip in 0u8..4,
+        ) {
+            let list = |v: &[(u8, u64, u8)]| v.iter().map(|(d, n, x)| (dot(*d, *n), *x)).collect::<Vec<_>>();
+            let (la, lb) = (list(&a), list(&b));
+            let mut m: DotMap<u8> = la.iter().cloned().collect();
+            let mut reference: BTreeMap<Dot, u8> = la.iter().cloned().collect();
+            prop_assert_eq!(m.iter().collect::<Vec<_>>(), reference.iter().collect::<Vec<_>>());
+            let other: DotMap<u8> = lb.iter().cloned().collect();
+            let other_ref: BTreeMap<Dot, u8> = lb.iter().cloned().collect();
+            let skipped = DeviceId::parse(format!("d{skip}")).expect("id");
+            m.merge_missing(&other, |d| d.device != skipped);
+            for (d, v) in other_ref.iter().filter(|(d, _)| d.device != skipped) {
+                reference.entry(d.clone()).or_insert(*v);
+            }
+            prop_assert_eq!(m.iter().collect::<Vec<_>>(), reference.iter().collect::<Vec<_>>());
         }
     }
 }

@@ -47,11 +47,7 @@ impl MvRegister {
         // Keep mine if the other side also has it or has never seen it; take theirs
         // if I have never seen it. Anything seen but absent was superseded.
         self.entries.retain(|dot, _| other.entries.contains_key(dot) || !other_ctx.contains(dot));
-        for (dot, e) in &other.entries {
-            if !my_ctx.contains(dot) {
-                self.entries.insert_if_absent(dot, || e.clone());
-            }
-        }
+        self.entries.merge_missing(&other.entries, |dot| !my_ctx.contains(dot));
     }
 
     /// The value shown while writes compete: the latest by writer time, ties broken by
@@ -329,11 +325,7 @@ impl EntityState {
         let my_ctx = self.context.clone();
         // Alive dots follow the same keep-unless-seen rule as register entries.
         self.alive.retain(|dot, _| other.alive.contains_key(dot) || !other.context.contains(dot));
-        for (dot, at) in &other.alive {
-            if !my_ctx.contains(dot) {
-                self.alive.insert_if_absent(dot, || *at);
-            }
-        }
+        self.alive.merge_missing(&other.alive, |dot| !my_ctx.contains(dot));
         let empty = FieldState::default();
         let names: Vec<String> = self.fields.keys().chain(other.fields.keys()).cloned().collect();
         for name in names {

@@ -238,17 +238,20 @@ impl<'de> Deserialize<'de> for EntityState {
             };
             Ok(Dot { device, counter })
         };
-        let mut alive = DotMap::new();
-        for RawAlive(d, counter, at) in raw.alive {
-            alive.insert(dot(d, counter)?, at);
-        }
+        let alive: DotMap<Timestamp> = raw
+            .alive
+            .into_iter()
+            .map(|RawAlive(d, counter, at)| Ok((dot(d, counter)?, at)))
+            .collect::<Result<_, D::Error>>()?;
         let mut fields = BTreeMap::new();
         for (name, f) in raw.fields {
-            let mut register = MvRegister::default();
-            for RawEntry(d, counter, at, value) in f.register.0 {
-                register.entries.insert(dot(d, counter)?, RegisterEntry { value, at });
-            }
-            fields.insert(name, FieldState { register, counter: f.counter });
+            let entries = f
+                .register
+                .0
+                .into_iter()
+                .map(|RawEntry(d, counter, at, value)| Ok((dot(d, counter)?, RegisterEntry { value, at })))
+                .collect::<Result<_, D::Error>>()?;
+            fields.insert(name, FieldState { register: MvRegister { entries }, counter: f.counter });
         }
         Ok(EntityState { context: raw.context, alive, fields })
     }

@@ -335,8 +335,8 @@ fn states_written_before_protocol_2_still_decode() {
 
 #[test]
 fn join_owned_into_nothing_drops_empty_fields_like_join() {
-    let odd: EntityState = serde_json::from_str(r#"{"context":{"a":1},"alive":[[0,1,5]],"fields":{"x":{}}}"#)
-        .expect("decodes");
+    let odd: EntityState =
+        serde_json::from_str(r#"{"context":{"a":1},"alive":[[0,1,5]],"fields":{"x":{}}}"#).expect("decodes");
     let mut owned = EntityState::default();
     assert!(!owned.join_owned(odd.clone()), "the empty field is dropped, so the result differs");
     assert_eq!(owned, EntityState::default().joined(&odd));
