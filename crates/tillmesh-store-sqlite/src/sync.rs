@@ -142,15 +142,15 @@ fn apply_remote_tx(
     let mut work = Working::default();
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
-    for Verified { record: change, json, state_bytes } in changes {
+    for Verified { record, json, state_bytes } in changes {
         // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
-        let Some(pos) = log.append(conn, &change.origin, change.seq, &json)? else {
+        let Some(pos) = log.append(conn, &record.origin, record.seq, &json)? else {
             outcome.duplicates += 1;
             continue;
         };
         outcome.applied += 1;
-        let ChangeRecord { origin, seq, key, state, .. } = change;
+        let ChangeRecord { origin, seq, key, state, .. } = record;
         let slot = work.slot(conn, &key)?;
         // Usually the change supersedes what was here: the entity row can point at it,
         // and its hash comes from the bytes the checksum check encoded.

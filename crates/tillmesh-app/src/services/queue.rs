@@ -7,7 +7,7 @@
 //! it sees each operation exactly once. `--max-retries` counts attempts in total;
 //! a 4xx other than 408/409/425/429 (and a redirect) fails the operation at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -440,11 +440,11 @@ impl OfflineQueueService {
 /// The sales a batch created and did not delete again, each once, with its state at
 /// the end of the batch.
 fn new_sales(outcome: &LocalOutcome) -> Vec<(&EntityKey, &EntityState)> {
-    let mut created: Vec<&EntityKey> = Vec::new();
+    let (mut created, mut seen): (Vec<&EntityKey>, HashSet<&EntityKey>) = (Vec::new(), HashSet::new());
     let mut last: HashMap<&EntityKey, &EntityState> = HashMap::new();
     for (key, state, was_created) in &outcome.entities {
         if key.entity_type() == "sale" {
-            if *was_created && !created.contains(&key) {
+            if *was_created && seen.insert(key) {
                 created.push(key);
             }
             last.insert(key, state);
