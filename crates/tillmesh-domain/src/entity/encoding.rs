@@ -2,10 +2,11 @@
 //!
 //! Every dot's device is one of the context's devices (a state with a dot outside its
 //! context is invalid), so a dot is written as the device's index among the context's
-//! entries (which are in device order) and the counter. Writer ids are ~50 characters
-//! and an entity has a dot per field, so naming them once per state keeps a record
-//! about a third of the size it would be with the ids spelled out. The checksums never
-//! depend on this form: they hash [`crate::canonical`] bytes.
+//! entries (which are in device order) and the counter. An entity has a dot per field,
+//! so naming each writer once per state roughly halves a POS product's record (985 →
+//! 548 bytes with a 6-character writer id; real writer ids are ~50 characters, which
+//! the old form repeated per field). The checksums never depend on this form: they
+//! hash [`crate::canonical`] bytes.
 //!
 //! ```json
 //! {"context":{"till-a.9f…":2},
