@@ -34,16 +34,9 @@ pub(crate) struct Slot {
     /// entity row need not repeat it.
     pub(crate) state_in_log: bool,
     /// Canonical bytes of `state`, when already computed after its last modification.
-    canonical: Option<Vec<u8>>,
+    pub(crate) canonical: Option<Vec<u8>>,
     /// Index in `LocalOutcome::entities` that takes the final state by move.
     outcome_index: Option<usize>,
-}
-
-impl Slot {
-    /// Records the canonical bytes of the current state (`None`: not known).
-    pub(crate) fn set_canonical(&mut self, bytes: Option<Vec<u8>>) {
-        self.canonical = bytes;
-    }
 }
 
 /// What [`Working::flush`] hands back.

@@ -11,7 +11,7 @@ use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, EncodedChange, Timest
 
 use crate::entities::Working;
 use crate::schema::{change_log, origin_progress, peer_cursors};
-use crate::store::{corrupt, to_i64, to_u64, Res, SqliteStore};
+use crate::store::{corrupt, to_i64, to_u64, unexpected, Res, SqliteStore};
 
 /// Fewest log rows one `changes_after` call may examine (skipped ones included).
 const MIN_SCAN: usize = 1_000;
@@ -88,17 +88,9 @@ impl LogAppender {
         seq: u64,
         json: &str,
     ) -> Res<i64> {
-        diesel::insert_into(change_log::table)
-            .values((
-                change_log::pos.eq(self.next),
-                change_log::origin.eq(origin.as_str()),
-                change_log::seq.eq(to_i64(seq, "sequence")?),
-                change_log::record.eq(json),
-            ))
-            .execute(conn)?;
-        let pos = self.next;
-        self.next += 1;
-        Ok(pos)
+        self.append(conn, origin, seq, json)?.ok_or_else(|| {
+            unexpected(format!("change {origin}#{seq} is already in the log: origin progress is behind the log"))
+        })
     }
 }
 
@@ -157,7 +149,7 @@ fn apply_remote_tx(
         slot.state_in_log = slot.state.join_owned(state);
         slot.exists = true;
         slot.last_pos = pos;
-        slot.set_canonical(slot.state_in_log.then_some(state_bytes));
+        slot.canonical = slot.state_in_log.then_some(state_bytes);
         let origin = origin.as_str();
         let entry = match progress.get_mut(origin) {
             Some(e) => e,
@@ -247,6 +239,11 @@ fn changes_after_json_tx(
     Ok(page)
 }
 
+/// A known vector keyed by origin text, as log rows name origins.
+fn known_by_origin(known: &VectorClock) -> HashMap<String, u64> {
+    known.iter().map(|(d, n)| (d.as_str().to_string(), *n)).collect()
+}
+
 fn log_head_tx(conn: &mut SqliteConnection) -> Res<u64> {
     let head: Option<i64> = change_log::table.select(diesel::dsl::max(change_log::pos)).first(conn)?;
     to_u64(head.unwrap_or(0), "log position")
@@ -288,7 +285,7 @@ impl SyncStore for SqliteStore {
         max_bytes: usize,
         known: &VectorClock,
     ) -> Result<ChangePage, StoreError> {
-        let known: HashMap<String, u64> = known.iter().map(|(d, n)| (d.as_str().to_string(), *n)).collect();
+        let known = known_by_origin(known);
         self.read(move |conn| changes_after_tx(conn, after, limit, max_bytes, &known)).await
     }
 
@@ -299,7 +296,7 @@ impl SyncStore for SqliteStore {
         max_bytes: usize,
         known: &VectorClock,
     ) -> Result<ChangePageJson, StoreError> {
-        let known: HashMap<String, u64> = known.iter().map(|(d, n)| (d.as_str().to_string(), *n)).collect();
+        let known = known_by_origin(known);
         self.read(move |conn| changes_after_json_tx(conn, after, limit, max_bytes, &known)).await
     }
 
