@@ -66,7 +66,7 @@ pub struct Config {
     #[arg(long, env = "TILLMESH_UPSTREAM", value_parser = parse_http_url)]
     pub upstream: Option<String>,
     /// Changes per sync batch (at most 1000).
-    #[arg(long, env = "TILLMESH_SYNC_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    #[arg(long, env = "TILLMESH_SYNC_BATCH_SIZE", default_value_t = tillmesh_domain::wire::SYNC_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub sync_batch_size: u64,
 }
 

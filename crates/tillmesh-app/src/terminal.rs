@@ -147,7 +147,7 @@ impl Terminal {
             transport.clone(),
             network.clone(),
             events.clone(),
-            u32::try_from(config.sync_batch_size).unwrap_or(100),
+            u32::try_from(config.sync_batch_size).unwrap_or(tillmesh_domain::wire::SYNC_BATCH_SIZE as u32),
         ));
 
         let self_ip = self_address(addr.ip());

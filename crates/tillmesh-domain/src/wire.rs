@@ -9,8 +9,11 @@ use crate::ids::DeviceId;
 /// Protocol version spoken by this build; peers with another major version are not synced.
 pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Default number of changes in one pull batch.
-pub const SYNC_BATCH_SIZE: usize = 100;
+/// Default number of changes in one pull batch. Measured (100,000 POS-sized changes
+/// between two terminals on one 2-core machine): 100 per batch 2.7 s, 500 2.3 s, 1,000
+/// 2.1-2.2 s; each batch costs a round trip, a commit and a read of the known vector.
+/// Storing 1,000 changes holds the writer for ~20 ms, which a sale can wait.
+pub const SYNC_BATCH_SIZE: usize = 1_000;
 
 /// Largest batch a terminal serves or accepts, whatever is asked.
 pub const MAX_BATCH_SIZE: usize = 1_000;
