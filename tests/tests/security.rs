@@ -626,8 +626,9 @@ fn arb_record() -> impl Strategy<Value = ChangeRecord> {
 /// Decodes like the puller does: the batch, then every record's full check.
 fn decode_and_verify(bytes: &[u8]) {
     if let Ok(resp) = serde_json::from_slice::<PullResponseV1>(bytes) {
-        for c in &resp.changes {
-            let _ = c.verify();
+        for mut c in resp.changes {
+            let _ = c.check();
+            let _ = c.into_verified();
         }
     }
     if let Ok(c) = serde_json::from_slice::<ChangeRecord>(bytes) {

@@ -25,6 +25,11 @@ impl Encoder {
         Self::default()
     }
 
+    /// An empty encoder with room for `n` bytes.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self { buf: Vec::with_capacity(n) }
+    }
+
     /// The bytes written so far.
     pub fn finish(self) -> Vec<u8> {
         self.buf
@@ -40,6 +45,21 @@ impl Encoder {
     pub fn i64(&mut self, n: i64) -> &mut Self {
         self.buf.extend_from_slice(&n.to_be_bytes());
         self
+    }
+
+    /// Reserves a count written later with [`Encoder::patch_count`], for callers that
+    /// learn how many items follow only after writing them.
+    pub(crate) fn count_placeholder(&mut self) -> usize {
+        let at = self.buf.len();
+        self.u64(0);
+        at
+    }
+
+    /// Writes `n` over the placeholder reserved at `at`.
+    pub(crate) fn patch_count(&mut self, at: usize, n: u64) {
+        if let Some(slot) = self.buf.get_mut(at..at + 8) {
+            slot.copy_from_slice(&n.to_be_bytes());
+        }
     }
 
     /// A one-byte tag.

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use crate::canonical::Encoder;
 use crate::checksum::{calculate_checksum, Checksum};
 use crate::clock::VectorClock;
+use crate::entity::transcode::StateSummary;
 use crate::entity::EntityState;
 use crate::error::DomainError;
 use crate::ids::{DeviceId, EntityKey};
@@ -84,18 +85,49 @@ impl ChangeRecord {
     /// As [`ChangeRecord::verify`].
     pub fn verified_state_bytes(&self) -> Result<Vec<u8>, DomainError> {
         let bytes = crate::canonical::state_bytes(&self.state);
-        if Self::checksum_of(&self.origin, self.seq, &self.key, self.at, &bytes) != self.checksum {
-            return Err(DomainError::ChecksumMismatch { origin: self.origin.to_string(), seq: self.seq });
-        }
-        if self.seq == 0 {
-            return Err(DomainError::InvalidRecord("sequence numbers start at 1".into()));
-        }
-        if self.state.context.get(&self.origin) == 0 {
-            return Err(DomainError::InvalidRecord("the origin's write is missing from the clock".into()));
-        }
+        let origin_in_context = self.state.context.get(&self.origin) != 0;
+        check_parts(&self.origin, self.seq, &self.key, self.at, &self.checksum, &bytes, origin_in_context)?;
         self.state.validate()?;
         Ok(bytes)
     }
+}
+
+/// The checks of a record that do not need its state decoded: the checksum over the
+/// state's canonical bytes, the sequence, and the origin's entry in the state's clock.
+fn check_parts(
+    origin: &DeviceId,
+    seq: u64,
+    key: &EntityKey,
+    at: Timestamp,
+    checksum: &Checksum,
+    state_bytes: &[u8],
+    origin_in_context: bool,
+) -> Result<(), DomainError> {
+    if ChangeRecord::checksum_of(origin, seq, key, at, state_bytes) != *checksum {
+        return Err(DomainError::ChecksumMismatch { origin: origin.to_string(), seq });
+    }
+    if seq == 0 {
+        return Err(DomainError::InvalidRecord("sequence numbers start at 1".into()));
+    }
+    if !origin_in_context {
+        return Err(DomainError::InvalidRecord("the origin's write is missing from the clock".into()));
+    }
+    Ok(())
+}
+
+/// Everything of a change record but its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Device where the change was made.
+    pub origin: DeviceId,
+    /// Per-origin sequence number.
+    pub seq: u64,
+    /// The entity changed.
+    pub key: EntityKey,
+    /// Origin's wall-clock time of the change.
+    pub at: Timestamp,
+    /// The record's checksum as sent.
+    pub checksum: Checksum,
 }
 
 /// A change record together with the JSON text it is stored and sent as.
@@ -103,14 +135,62 @@ impl ChangeRecord {
 /// Why: a terminal stores what it receives as text and relays it as is; keeping the
 /// text a record was decoded from saves encoding every received record again. The
 /// checksum covers canonical bytes, not this text, so any faithful JSON of the record
-/// will do. Read-only (through `Deref`), so the two cannot drift apart — which also
-/// makes it sound to remember a successful verification (see [`EncodedChange::check`]).
+/// will do. Read-only (the header through `Deref`), so text and header cannot drift
+/// apart — which also makes it sound to remember a successful verification (see
+/// [`EncodedChange::check`]).
+///
+/// The state is not decoded when its text is in the exact form this crate writes:
+/// [`crate::entity::transcode`] gives its canonical bytes straight from the text,
+/// which is all a receiver needs for an entity it does not hold yet. Other text is
+/// decoded as usual.
 #[derive(Clone, Debug)]
 pub struct EncodedChange {
-    record: ChangeRecord,
+    header: RecordHeader,
     json: Box<RawValue>,
-    /// Canonical bytes of the state, once [`ChangeRecord::verified_state_bytes`] passed.
-    verified: Option<Vec<u8>>,
+    body: Body,
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    /// Decoded; the canonical bytes once [`EncodedChange::check`] passed.
+    Decoded { state: EntityState, verified: Option<Vec<u8>> },
+    /// Left as text; its canonical bytes and summary came from the transcoder.
+    Encoded { bytes: Vec<u8>, summary: StateSummary, verified: bool },
+}
+
+/// The state of a verified change: decoded, or only summarised (decode it from the
+/// record's JSON text when needed).
+#[derive(Clone, Debug)]
+pub enum ReceivedState {
+    /// The decoded state.
+    Decoded(EntityState),
+    /// Not decoded; what the receiver needs to know without decoding it.
+    Encoded(StateSummary),
+}
+
+/// A change that passed [`EncodedChange::check`], taken apart for storing.
+#[derive(Clone, Debug)]
+pub struct VerifiedChange {
+    /// Origin, sequence, key, time and checksum.
+    pub header: RecordHeader,
+    /// The record's JSON text, as received.
+    pub json: String,
+    /// Canonical bytes of the state (for the entity hash).
+    pub state_bytes: Vec<u8>,
+    /// The state, decoded or not.
+    pub state: ReceivedState,
+}
+
+/// A record as text with its state left undecoded.
+#[derive(Deserialize)]
+struct WireRecord<'a> {
+    origin: DeviceId,
+    seq: u64,
+    key: EntityKey,
+    at: Timestamp,
+    #[serde(borrow)]
+    state: &'a RawValue,
+    checksum: Checksum,
 }
 
 impl EncodedChange {
@@ -119,7 +199,12 @@ impl EncodedChange {
         // A record holds strings, integers and JSON values only, so encoding cannot fail.
         let text = serde_json::to_string(&record).unwrap_or_default();
         let json = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        Self { record, json, verified: None }
+        let ChangeRecord { origin, seq, key, at, state, checksum } = record;
+        Self {
+            header: RecordHeader { origin, seq, key, at, checksum },
+            json,
+            body: Body::Decoded { state, verified: None },
+        }
     }
 
     /// Decodes a record from its JSON text, keeping the text.
@@ -127,9 +212,17 @@ impl EncodedChange {
     /// # Errors
     /// The text is not a change record.
     pub fn decode(json: String) -> Result<Self, serde_json::Error> {
-        let json = RawValue::from_string(json)?;
-        let record = serde_json::from_str(json.get())?;
-        Ok(Self { record, json, verified: None })
+        Self::from_raw(RawValue::from_string(json)?)
+    }
+
+    fn from_raw(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        let wire: WireRecord<'_> = serde_json::from_str(json.get())?;
+        let body = match crate::entity::transcode::transcode(wire.state.get(), wire.origin.as_str()) {
+            Some((bytes, summary)) => Body::Encoded { bytes, summary, verified: false },
+            None => Body::Decoded { state: serde_json::from_str(wire.state.get())?, verified: None },
+        };
+        let WireRecord { origin, seq, key, at, checksum, .. } = wire;
+        Ok(Self { header: RecordHeader { origin, seq, key, at, checksum }, json, body })
     }
 
     /// Verifies the record ([`ChangeRecord::verify`]) and remembers that it passed, so
@@ -139,28 +232,67 @@ impl EncodedChange {
     /// # Errors
     /// As [`ChangeRecord::verify`].
     pub fn check(&mut self) -> Result<(), DomainError> {
-        if self.verified.is_none() {
-            self.verified = Some(self.record.verified_state_bytes()?);
+        let h = &self.header;
+        match &mut self.body {
+            Body::Decoded { verified: Some(_), .. } | Body::Encoded { verified: true, .. } => {}
+            Body::Decoded { state, verified } => {
+                let bytes = crate::canonical::state_bytes(state);
+                check_parts(&h.origin, h.seq, &h.key, h.at, &h.checksum, &bytes, state.context.get(&h.origin) != 0)?;
+                state.validate()?;
+                *verified = Some(bytes);
+            }
+            Body::Encoded { bytes, summary, verified } => {
+                // The transcoder already checked what `EntityState::validate` checks.
+                check_parts(&h.origin, h.seq, &h.key, h.at, &h.checksum, bytes, summary.origin_in_context)?;
+                *verified = true;
+            }
         }
         Ok(())
     }
 
-    /// The verified record, its JSON text and its state's canonical bytes; verifies
-    /// unless [`EncodedChange::check`] already did.
+    /// The verified change taken apart; verifies unless [`EncodedChange::check`]
+    /// already did.
     ///
     /// # Errors
     /// As [`ChangeRecord::verify`].
-    pub fn into_verified(self) -> Result<(ChangeRecord, String, Vec<u8>), DomainError> {
-        let bytes = match self.verified {
-            Some(bytes) => bytes,
-            None => self.record.verified_state_bytes()?,
+    pub fn into_verified(mut self) -> Result<VerifiedChange, DomainError> {
+        self.check()?;
+        let json = self.json.get().to_owned();
+        let (state_bytes, state) = match self.body {
+            Body::Decoded { state, verified } => (verified.unwrap_or_default(), ReceivedState::Decoded(state)),
+            Body::Encoded { bytes, summary, .. } => (bytes, ReceivedState::Encoded(summary)),
         };
-        Ok((self.record, self.json.get().to_owned(), bytes))
+        Ok(VerifiedChange { header: self.header, json, state_bytes, state })
     }
 
-    /// The record.
-    pub fn record(&self) -> &ChangeRecord {
-        &self.record
+    /// The whole record, decoding its state if it was left as text.
+    ///
+    /// # Errors
+    /// Only if the text no longer decodes, which a successful [`EncodedChange::decode`]
+    /// rules out.
+    pub fn to_record(&self) -> Result<ChangeRecord, serde_json::Error> {
+        match &self.body {
+            Body::Decoded { state, .. } => {
+                let h = self.header.clone();
+                Ok(ChangeRecord {
+                    origin: h.origin,
+                    seq: h.seq,
+                    key: h.key,
+                    at: h.at,
+                    state: state.clone(),
+                    checksum: h.checksum,
+                })
+            }
+            Body::Encoded { .. } => serde_json::from_str(self.json.get()),
+        }
+    }
+
+    /// Canonical bytes of the state.
+    fn state_bytes(&self) -> Vec<u8> {
+        match &self.body {
+            Body::Decoded { state, .. } => crate::canonical::state_bytes(state),
+            Body::Encoded { bytes, .. } => bytes.clone(),
+        }
     }
 
     /// The JSON text.
@@ -168,16 +300,16 @@ impl EncodedChange {
         self.json.get()
     }
 
-    /// The record and its JSON text.
-    pub fn into_parts(self) -> (ChangeRecord, String) {
-        (self.record, self.json.get().to_owned())
+    /// The JSON text, owned.
+    pub fn into_json(self) -> String {
+        self.json.get().to_owned()
     }
 }
 
 impl std::ops::Deref for EncodedChange {
-    type Target = ChangeRecord;
-    fn deref(&self) -> &ChangeRecord {
-        &self.record
+    type Target = RecordHeader;
+    fn deref(&self) -> &RecordHeader {
+        &self.header
     }
 }
 
@@ -187,9 +319,11 @@ impl From<ChangeRecord> for EncodedChange {
     }
 }
 
+/// Equal records: same header and same state (compared by canonical bytes, so the
+/// JSON text's layout does not matter).
 impl PartialEq for EncodedChange {
     fn eq(&self, other: &Self) -> bool {
-        self.record == other.record
+        self.header == other.header && self.state_bytes() == other.state_bytes()
     }
 }
 
@@ -202,8 +336,7 @@ impl Serialize for EncodedChange {
 impl<'de> Deserialize<'de> for EncodedChange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let json = Box::<RawValue>::deserialize(d)?;
-        let record = serde_json::from_str(json.get()).map_err(serde::de::Error::custom)?;
-        Ok(Self { record, json, verified: None })
+        Self::from_raw(json).map_err(serde::de::Error::custom)
     }
 }
 

@@ -411,6 +411,7 @@ impl EntityState {
 }
 
 mod encoding;
+pub mod transcode;
 
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ pub mod time;
 pub mod wire;
 
 pub use backoff::BackoffPolicy;
-pub use change::{ChangeRecord, EncodedChange};
+pub use change::{ChangeRecord, EncodedChange, ReceivedState, RecordHeader, VerifiedChange};
 pub use checksum::{calculate_checksum, verify_checksum, Checksum};
 pub use clock::{ClockOrdering, VectorClock};
 pub use conflict::{Conflict, ConflictId};

@@ -9,9 +9,10 @@ use diesel::SqliteConnection;
 use serde::Deserialize;
 use tillmesh_domain::canonical::state_bytes;
 use tillmesh_domain::digest::{entity_hash, entity_hash_of, DigestBuilder};
+use tillmesh_domain::entity::transcode::StateSummary;
 use tillmesh_domain::ports::{EntityStore, LocalOutcome, Outbox, StoreDigest, StoreError};
 use tillmesh_domain::{
-    ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, Timestamp,
+    ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, ReceivedState, Timestamp,
 };
 
 use crate::json::{record_json, to_json};
@@ -37,6 +38,52 @@ pub(crate) struct Slot {
     pub(crate) canonical: Option<Vec<u8>>,
     /// Index in `LocalOutcome::entities` that takes the final state by move.
     outcome_index: Option<usize>,
+    /// A received state not decoded yet (the entity was new to this store): `state`
+    /// is still empty and stands for the state inside this record text.
+    pending: Option<Pending>,
+}
+
+/// A received record whose state became an entity's without being decoded.
+pub(crate) struct Pending {
+    json: String,
+    summary: StateSummary,
+}
+
+impl Slot {
+    /// Joins a verified received state (the record at log position `pos`). An
+    /// entity new to this store takes it without decoding it; otherwise it is
+    /// decoded and joined.
+    pub(crate) fn receive(&mut self, state: ReceivedState, json: String, bytes: Vec<u8>, pos: i64) -> Res<()> {
+        match state {
+            ReceivedState::Encoded(summary) if !self.exists => {
+                self.pending = Some(Pending { json, summary });
+                self.state_in_log = true;
+                self.canonical = Some(bytes);
+            }
+            state => {
+                self.decode_pending()?;
+                let incoming = match state {
+                    ReceivedState::Decoded(s) => s,
+                    ReceivedState::Encoded(_) => state_of_record(&json)?,
+                };
+                // Usually the change supersedes what was here: the entity row can point
+                // at it, and its hash comes from the bytes the checksum check encoded.
+                self.state_in_log = self.state.join_owned(incoming);
+                self.canonical = self.state_in_log.then_some(bytes);
+            }
+        }
+        self.exists = true;
+        self.last_pos = pos;
+        Ok(())
+    }
+
+    /// Makes `state` the real state when it stood for an undecoded record.
+    fn decode_pending(&mut self) -> Res<()> {
+        if let Some(p) = self.pending.take() {
+            self.state = state_of_record(&p.json)?;
+        }
+        Ok(())
+    }
 }
 
 /// What [`Working::flush`] hands back.
@@ -69,6 +116,7 @@ impl Working {
                 state_in_log: false,
                 canonical: None,
                 outcome_index: None,
+                pending: None,
             },
         );
     }
@@ -87,16 +135,26 @@ impl Working {
         let Working { order, mut slots } = self;
         let mut out = Flushed::default();
         for key in order {
-            let Some(slot) = slots.remove(&key) else {
+            let Some(mut slot) = slots.remove(&key) else {
                 continue;
             };
-            if slot.before.as_ref() != Some(&slot.state) {
+            if slot.pending.as_ref().is_some_and(|p| p.summary.may_conflict) {
+                slot.decode_pending()?;
+            }
+            if let Some(p) = &slot.pending {
+                // New to this store and without competing writes: no conflict rows.
+                let hash = match &slot.canonical {
+                    Some(bytes) => entity_hash_of(&key, bytes),
+                    None => return Err(unexpected("an undecoded state without its canonical bytes")),
+                };
+                write_entity(conn, &key, p.summary.deleted, None, &hash, slot.last_pos)?;
+            } else if slot.before.as_ref() != Some(&slot.state) {
                 let json = if slot.state_in_log { None } else { Some(to_json(&slot.state)?) };
                 let hash = match &slot.canonical {
                     Some(bytes) => entity_hash_of(&key, bytes),
                     None => entity_hash(&key, &slot.state),
                 };
-                write_entity(conn, &key, &slot.state, json, &hash, slot.last_pos)?;
+                write_entity(conn, &key, slot.state.is_deleted(), json, &hash, slot.last_pos)?;
                 out.opened.extend(rebuild_conflicts(conn, &key, slot.before.as_ref(), &slot.state)?);
             }
             if let Some(i) = slot.outcome_index {
@@ -119,11 +177,14 @@ type StateColumns = (Option<String>, Option<String>);
 fn decode_state((own, record): StateColumns) -> Res<EntityState> {
     match (own, record) {
         (Some(json), _) => serde_json::from_str(&json).map_err(|e| corrupt("entity state", e)),
-        (None, Some(record)) => serde_json::from_str::<StateOfRecord>(&record)
-            .map(|r| r.state)
-            .map_err(|e| corrupt("change record of an entity", e)),
+        (None, Some(record)) => state_of_record(&record),
         (None, None) => Err(corrupt("entity state", "neither stored nor in the change log")),
     }
+}
+
+/// The state inside a change record's JSON text.
+fn state_of_record(record: &str) -> Res<EntityState> {
+    serde_json::from_str::<StateOfRecord>(record).map(|r| r.state).map_err(|e| corrupt("change record of an entity", e))
 }
 
 /// The stored state of one entity.
@@ -141,7 +202,7 @@ pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Op
 fn write_entity(
     conn: &mut SqliteConnection,
     key: &EntityKey,
-    state: &EntityState,
+    deleted: bool,
     json: Option<String>,
     hash: &Checksum,
     pos: i64,
@@ -152,7 +213,7 @@ fn write_entity(
             entities::entity_id.eq(key.entity_id()),
             entities::state.eq(json),
             entities::state_hash.eq(hash.as_bytes().as_slice()),
-            entities::deleted.eq(state.is_deleted()),
+            entities::deleted.eq(deleted),
             entities::updated_pos.eq(pos),
         ))
         .execute(conn)?;

@@ -38,6 +38,12 @@
 //!   does, i.e. after a merge of concurrent changes. Otherwise `state` is NULL and the
 //!   state is read from the record at `updated_pos` (local writes and superseding
 //!   remote changes, by far the common cases).
+//! * A received record for an entity the store does not hold yet is stored without
+//!   decoding its state, when the text is in the form this build writes: its
+//!   canonical bytes come straight from the text (`tillmesh_domain::entity::transcode`)
+//!   and give the checksum check and the entity hash; the state is decoded only if a
+//!   later change in the same batch touches the entity or the state may hold a
+//!   conflict (to derive conflict rows).
 //! * `apply_local_with_outbox` queues the operations derived from a batch (new sales
 //!   for head office) in the batch's transaction.
 //! * Conflict rows are derived: rebuilt from `EntityState::conflicts` whenever an

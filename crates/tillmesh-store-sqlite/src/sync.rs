@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncState, StoreError, SyncStore};
-use tillmesh_domain::{ChangeRecord, DeviceId, DomainError, EncodedChange, Timestamp, VectorClock};
+use tillmesh_domain::{DeviceId, DomainError, EncodedChange, Timestamp, VectorClock, VerifiedChange};
 
 use crate::entities::Working;
 use crate::schema::{change_log, origin_progress, peer_cursors};
@@ -95,28 +95,21 @@ impl LogAppender {
 }
 
 /// Checks a peer's batch before anything is written: every record's checksum and
-/// invariants, and that numbers fit SQLite. Returns each record with its JSON (stored
-/// as received) and its state's canonical bytes (for the entity hash).
-fn prepare_remote(changes: Vec<EncodedChange>) -> Result<Vec<Verified>, StoreError> {
+/// invariants, and that numbers fit SQLite. Each record keeps its JSON (stored as
+/// received) and its state's canonical bytes (for the entity hash).
+fn prepare_remote(changes: Vec<EncodedChange>) -> Result<Vec<VerifiedChange>, StoreError> {
     let mut out = Vec::with_capacity(changes.len());
     for c in changes {
-        let (record, json, state_bytes) = c.into_verified().map_err(StoreError::BadBatch)?;
-        if i64::try_from(record.seq).is_err() {
+        let v = c.into_verified().map_err(StoreError::BadBatch)?;
+        if i64::try_from(v.header.seq).is_err() {
             return Err(StoreError::BadBatch(DomainError::InvalidRecord(format!(
                 "sequence {} of {} is out of range",
-                record.seq, record.origin
+                v.header.seq, v.header.origin
             ))));
         }
-        out.push(Verified { record, json, state_bytes });
+        out.push(v);
     }
     Ok(out)
-}
-
-/// A received change that passed [`prepare_remote`].
-struct Verified {
-    record: ChangeRecord,
-    json: String,
-    state_bytes: Vec<u8>,
 }
 
 /// Per origin touched by a batch: (highest sequence before, highest now).
@@ -126,7 +119,7 @@ type Progress = HashMap<String, (u64, u64)>;
 fn apply_remote_tx(
     conn: &mut SqliteConnection,
     peer: &DeviceId,
-    changes: Vec<Verified>,
+    changes: Vec<VerifiedChange>,
     next: i64,
     peer_head: i64,
 ) -> Res<ApplyOutcome> {
@@ -134,23 +127,16 @@ fn apply_remote_tx(
     let mut work = Working::default();
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
-    for Verified { record, json, state_bytes } in changes {
+    for VerifiedChange { header, json, state_bytes, state } in changes {
         // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
-        let Some(pos) = log.append(conn, &record.origin, record.seq, &json)? else {
+        let Some(pos) = log.append(conn, &header.origin, header.seq, &json)? else {
             outcome.duplicates += 1;
             continue;
         };
         outcome.applied += 1;
-        let ChangeRecord { origin, seq, key, state, .. } = record;
-        let slot = work.slot(conn, &key)?;
-        // Usually the change supersedes what was here: the entity row can point at it,
-        // and its hash comes from the bytes the checksum check encoded.
-        slot.state_in_log = slot.state.join_owned(state);
-        slot.exists = true;
-        slot.last_pos = pos;
-        slot.canonical = slot.state_in_log.then_some(state_bytes);
-        let origin = origin.as_str();
+        work.slot(conn, &header.key)?.receive(state, json, state_bytes, pos)?;
+        let (origin, seq) = (header.origin.as_str(), header.seq);
         let entry = match progress.get_mut(origin) {
             Some(e) => e,
             None => {

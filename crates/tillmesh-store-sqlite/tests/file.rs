@@ -90,7 +90,7 @@ async fn rejected_remote_batch_leaves_the_file_untouched() {
     // The last record of the batch is corrupt: nothing before it may land either.
     let mut changes = page.changes.clone();
     let last = changes.last_mut().expect("non-empty");
-    let mut record = last.record().clone();
+    let mut record = last.to_record().expect("record");
     record.at = ts(record.at.0 + 1);
     *last = record.into();
     let err = b.store.apply_remote(&a.id, changes, page.next, page.head).await.expect_err("bad batch");

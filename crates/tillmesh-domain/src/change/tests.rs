@@ -108,10 +108,24 @@ fn an_encoded_change_is_verified_once_and_a_bad_one_never_passes() {
     let mut good = EncodedChange::decode(serde_json::to_string(&r).expect("json")).expect("decode");
     good.check().expect("valid");
     good.check().expect("still valid");
-    let (back, json, bytes) = good.into_verified().expect("verified");
-    assert_eq!(back, r);
-    assert_eq!(json, serde_json::to_string(&r).expect("json"));
-    assert_eq!(bytes, crate::canonical::state_bytes(&r.state));
+    assert_eq!(good.to_record().expect("whole record"), r);
+    let v = good.into_verified().expect("verified");
+    assert_eq!(v.header.seq, r.seq);
+    assert_eq!(v.json, serde_json::to_string(&r).expect("json"));
+    assert_eq!(v.state_bytes, crate::canonical::state_bytes(&r.state));
+    assert!(matches!(v.state, crate::change::ReceivedState::Encoded(s) if !s.deleted && !s.may_conflict));
+
+    // The same record decoded the usual way (text in another layout) checks alike.
+    let mut value: serde_json::Value = serde_json::to_value(&r).expect("value");
+    let state = value["state"].take();
+    value["state"] =
+        serde_json::json!({"fields": state["fields"], "alive": state["alive"], "context": state["context"]});
+    let mut reordered = EncodedChange::decode(value.to_string()).expect("decode");
+    reordered.check().expect("valid");
+    let v2 = reordered.clone().into_verified().expect("verified");
+    assert!(matches!(v2.state, crate::change::ReceivedState::Decoded(ref s) if *s == r.state));
+    assert_eq!(v2.state_bytes, crate::canonical::state_bytes(&r.state));
+    assert!(reordered == EncodedChange::from(r.clone()), "equal whatever the layout");
 
     let mut tampered = r.clone();
     tampered.at = Timestamp(tampered.at.0 + 1);

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn dev(s: &str) -> DeviceId {
+pub(super) fn dev(s: &str) -> DeviceId {
     DeviceId::parse(s).expect("valid id")
 }
 
@@ -15,15 +15,15 @@ fn key() -> EntityKey {
     EntityKey::new("product", "p1").expect("valid key")
 }
 
-fn put(fields: &[(&str, Value)]) -> EntityOp {
+pub(super) fn put(fields: &[(&str, Value)]) -> EntityOp {
     EntityOp::Put { fields: fields.iter().map(|(k, v)| (k.to_string(), Some(v.clone()))).collect() }
 }
 
-fn counter(field: &str, delta: i64) -> EntityOp {
+pub(super) fn counter(field: &str, delta: i64) -> EntityOp {
     EntityOp::Counter { field: field.into(), delta }
 }
 
-fn apply(s: &mut EntityState, op: &EntityOp, d: &str, at: i64) {
+pub(super) fn apply(s: &mut EntityState, op: &EntityOp, d: &str, at: i64) {
     s.apply_local(op, &dev(d), Timestamp(at)).expect("op applies");
 }
 
@@ -166,7 +166,7 @@ fn too_deep_values_are_rejected() {
 const DEVICES: [&str; 3] = ["a", "b", "c"];
 
 #[derive(Clone, Debug)]
-enum Step {
+pub(super) enum Step {
     Op(usize, EntityOp),
     Sync(usize, usize),
 }
@@ -182,7 +182,7 @@ fn op() -> impl Strategy<Value = EntityOp> {
     ]
 }
 
-fn steps() -> impl Strategy<Value = Vec<Step>> {
+pub(super) fn steps() -> impl Strategy<Value = Vec<Step>> {
     proptest::collection::vec(
         prop_oneof![
             3 => (0..DEVICES.len(), op()).prop_map(|(d, o)| Step::Op(d, o)),
@@ -194,7 +194,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 
 /// Runs a random history and returns every state emitted by a local write (what the
 /// change records carry), plus the replicas' final states.
-fn run(steps: &[Step]) -> (Vec<EntityState>, Vec<EntityState>) {
+pub(super) fn run(steps: &[Step]) -> (Vec<EntityState>, Vec<EntityState>) {
     let mut replicas = vec![EntityState::default(); DEVICES.len()];
     let mut emitted = Vec::new();
     for (t, s) in steps.iter().enumerate() {

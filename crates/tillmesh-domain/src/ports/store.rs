@@ -212,7 +212,7 @@ pub trait SyncStore: Send + Sync + 'static {
         known: &VectorClock,
     ) -> Result<ChangePageJson, StoreError> {
         let page = self.changes_after(after, limit, max_bytes, known).await?;
-        let changes = page.changes.into_iter().map(|c| c.into_parts().1).collect();
+        let changes = page.changes.into_iter().map(EncodedChange::into_json).collect();
         Ok(ChangePageJson { changes, next: page.next, has_more: page.has_more, head: page.head })
     }
 
