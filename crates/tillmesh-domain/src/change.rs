@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use crate::canonical::Encoder;
 use crate::checksum::{calculate_checksum, Checksum};
 use crate::clock::VectorClock;
+use crate::digest::entity_hash_of;
 use crate::entity::transcode::StateSummary;
 use crate::entity::EntityState;
 use crate::error::DomainError;
@@ -152,10 +153,10 @@ pub struct EncodedChange {
 
 #[derive(Clone, Debug)]
 enum Body {
-    /// Decoded; the canonical bytes once [`EncodedChange::check`] passed.
-    Decoded { state: EntityState, verified: Option<Vec<u8>> },
+    /// Decoded; the entity hash of the state once [`EncodedChange::check`] passed.
+    Decoded { state: EntityState, verified: Option<Checksum> },
     /// Left as text; its canonical bytes and summary came from the transcoder.
-    Encoded { bytes: Vec<u8>, summary: StateSummary, verified: bool },
+    Encoded { bytes: Vec<u8>, summary: StateSummary, verified: Option<Checksum> },
 }
 
 /// The state of a verified change: decoded, or only summarised (decode it from the
@@ -175,8 +176,10 @@ pub struct VerifiedChange {
     pub header: RecordHeader,
     /// The record's JSON text, as received.
     pub json: String,
-    /// Canonical bytes of the state (for the entity hash).
-    pub state_bytes: Vec<u8>,
+    /// [`crate::digest::entity_hash_of`] the record's key and state: the receiver's
+    /// entity hash when the change supersedes what it held. Computed by the check,
+    /// which a puller runs beside the writer, so the writer need not.
+    pub entity_hash: Checksum,
     /// The state, decoded or not.
     pub state: ReceivedState,
 }
@@ -218,7 +221,7 @@ impl EncodedChange {
     fn from_raw(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
         let wire: WireRecord<'_> = serde_json::from_str(json.get())?;
         let body = match crate::entity::transcode::transcode(wire.state.get(), wire.origin.as_str()) {
-            Some((bytes, summary)) => Body::Encoded { bytes, summary, verified: false },
+            Some((bytes, summary)) => Body::Encoded { bytes, summary, verified: None },
             None => Body::Decoded { state: serde_json::from_str(wire.state.get())?, verified: None },
         };
         let WireRecord { origin, seq, key, at, checksum, .. } = wire;
@@ -234,17 +237,17 @@ impl EncodedChange {
     pub fn check(&mut self) -> Result<(), DomainError> {
         let h = &self.header;
         match &mut self.body {
-            Body::Decoded { verified: Some(_), .. } | Body::Encoded { verified: true, .. } => {}
+            Body::Decoded { verified: Some(_), .. } | Body::Encoded { verified: Some(_), .. } => {}
             Body::Decoded { state, verified } => {
                 let bytes = crate::canonical::state_bytes(state);
                 check_parts(&h.origin, h.seq, &h.key, h.at, &h.checksum, &bytes, state.context.get(&h.origin) != 0)?;
                 state.validate()?;
-                *verified = Some(bytes);
+                *verified = Some(entity_hash_of(&h.key, &bytes));
             }
             Body::Encoded { bytes, summary, verified } => {
                 // The transcoder already checked what `EntityState::validate` checks.
                 check_parts(&h.origin, h.seq, &h.key, h.at, &h.checksum, bytes, summary.origin_in_context)?;
-                *verified = true;
+                *verified = Some(entity_hash_of(&h.key, bytes));
             }
         }
         Ok(())
@@ -257,12 +260,13 @@ impl EncodedChange {
     /// As [`ChangeRecord::verify`].
     pub fn into_verified(mut self) -> Result<VerifiedChange, DomainError> {
         self.check()?;
-        let json = self.json.get().to_owned();
-        let (state_bytes, state) = match self.body {
-            Body::Decoded { state, verified } => (verified.unwrap_or_default(), ReceivedState::Decoded(state)),
-            Body::Encoded { bytes, summary, .. } => (bytes, ReceivedState::Encoded(summary)),
+        let json = String::from(Box::<str>::from(self.json));
+        let (entity_hash, state) = match self.body {
+            Body::Decoded { state, verified: Some(hash) } => (hash, ReceivedState::Decoded(state)),
+            Body::Encoded { summary, verified: Some(hash), .. } => (hash, ReceivedState::Encoded(summary)),
+            _ => return Err(DomainError::InvalidRecord("checked change lost its entity hash".into())),
         };
-        Ok(VerifiedChange { header: self.header, json, state_bytes, state })
+        Ok(VerifiedChange { header: self.header, json, entity_hash, state })
     }
 
     /// The whole record, decoding its state if it was left as text.

@@ -34,8 +34,8 @@ pub(crate) struct Slot {
     /// Whether `state` is exactly the state inside the record at `last_pos`, so the
     /// entity row need not repeat it.
     pub(crate) state_in_log: bool,
-    /// Canonical bytes of `state`, when already computed after its last modification.
-    pub(crate) canonical: Option<Vec<u8>>,
+    /// Entity hash of `state`, when already known after its last modification.
+    pub(crate) hash: Option<Checksum>,
     /// Index in `LocalOutcome::entities` that takes the final state by move.
     outcome_index: Option<usize>,
     /// A received state not decoded yet (the entity was new to this store): `state`
@@ -53,12 +53,12 @@ impl Slot {
     /// Joins a verified received state (the record at log position `pos`). An
     /// entity new to this store takes it without decoding it; otherwise it is
     /// decoded and joined.
-    pub(crate) fn receive(&mut self, state: ReceivedState, json: String, bytes: Vec<u8>, pos: i64) -> Res<()> {
+    pub(crate) fn receive(&mut self, state: ReceivedState, json: String, hash: Checksum, pos: i64) -> Res<()> {
         match state {
             ReceivedState::Encoded(summary) if !self.exists => {
                 self.pending = Some(Pending { json, summary });
                 self.state_in_log = true;
-                self.canonical = Some(bytes);
+                self.hash = Some(hash);
             }
             state => {
                 self.decode_pending()?;
@@ -67,9 +67,9 @@ impl Slot {
                     ReceivedState::Encoded(_) => state_of_record(&json)?,
                 };
                 // Usually the change supersedes what was here: the entity row can point
-                // at it, and its hash comes from the bytes the checksum check encoded.
+                // at it, and its hash is the one the check computed.
                 self.state_in_log = self.state.join_owned(incoming);
-                self.canonical = self.state_in_log.then_some(bytes);
+                self.hash = self.state_in_log.then_some(hash);
             }
         }
         self.exists = true;
@@ -114,7 +114,7 @@ impl Working {
                 before,
                 last_pos: 0,
                 state_in_log: false,
-                canonical: None,
+                hash: None,
                 outcome_index: None,
                 pending: None,
             },
@@ -143,15 +143,12 @@ impl Working {
             }
             if let Some(p) = &slot.pending {
                 // New to this store and without competing writes: no conflict rows.
-                let hash = match &slot.canonical {
-                    Some(bytes) => entity_hash_of(&key, bytes),
-                    None => return Err(unexpected("an undecoded state without its canonical bytes")),
-                };
+                let hash = slot.hash.ok_or_else(|| unexpected("an undecoded state without its hash"))?;
                 write_entity(conn, &key, p.summary.deleted, None, &hash, slot.last_pos)?;
             } else if slot.before.as_ref() != Some(&slot.state) {
                 let json = if slot.state_in_log { None } else { Some(to_json(&slot.state)?) };
-                let hash = match &slot.canonical {
-                    Some(bytes) => entity_hash_of(&key, bytes),
+                let hash = match slot.hash {
+                    Some(hash) => hash,
                     None => entity_hash(&key, &slot.state),
                 };
                 write_entity(conn, &key, slot.state.is_deleted(), json, &hash, slot.last_pos)?;
@@ -292,15 +289,15 @@ fn apply_local_tx(
         slot.state.apply_local_owned(op, device, at).map_err(StoreError::Rejected)?;
         slot.exists = true;
         seq = seq.checked_add(1).ok_or_else(|| unexpected("sequence numbers exhausted"))?;
-        // One canonical encoding of the new state serves the record's checksum here and
-        // the entity hash at flush; the state's JSON goes into the log row only, and the
+        // One canonical encoding of the new state serves the record's checksum and the
+        // entity hash; the state's JSON goes into the log row only, and the
         // entity row points at that row instead of repeating it.
         let canonical = state_bytes(&slot.state);
         let checksum = ChangeRecord::checksum_of(device, seq, &key, at, &canonical);
         let json = record_json(device, seq, &key, at, &slot.state, &checksum)?;
         slot.last_pos = log.append_local(conn, device, seq, &json)?;
         slot.state_in_log = true;
-        slot.canonical = Some(canonical);
+        slot.hash = Some(entity_hash_of(&key, &canonical));
         if last {
             slot.outcome_index = Some(outcome.entities.len());
             outcome.entities.push((key, EntityState::default(), created));

@@ -127,7 +127,7 @@ fn apply_remote_tx(
     let mut work = Working::default();
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
-    for VerifiedChange { header, json, state_bytes, state } in changes {
+    for VerifiedChange { header, json, entity_hash, state } in changes {
         // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
         let Some(pos) = log.append(conn, &header.origin, header.seq, &json)? else {
@@ -135,7 +135,7 @@ fn apply_remote_tx(
             continue;
         };
         outcome.applied += 1;
-        work.slot(conn, &header.key)?.receive(state, json, state_bytes, pos)?;
+        work.slot(conn, &header.key)?.receive(state, json, entity_hash, pos)?;
         let (origin, seq) = (header.origin.as_str(), header.seq);
         let entry = match progress.get_mut(origin) {
             Some(e) => e,

@@ -112,7 +112,8 @@ fn an_encoded_change_is_verified_once_and_a_bad_one_never_passes() {
     let v = good.into_verified().expect("verified");
     assert_eq!(v.header.seq, r.seq);
     assert_eq!(v.json, serde_json::to_string(&r).expect("json"));
-    assert_eq!(v.state_bytes, crate::canonical::state_bytes(&r.state));
+    let hash = crate::digest::entity_hash(&r.key, &r.state);
+    assert_eq!(v.entity_hash, hash);
     assert!(matches!(v.state, crate::change::ReceivedState::Encoded(s) if !s.deleted && !s.may_conflict));
 
     // The same record decoded the usual way (text in another layout) checks alike.
@@ -124,7 +125,7 @@ fn an_encoded_change_is_verified_once_and_a_bad_one_never_passes() {
     reordered.check().expect("valid");
     let v2 = reordered.clone().into_verified().expect("verified");
     assert!(matches!(v2.state, crate::change::ReceivedState::Decoded(ref s) if *s == r.state));
-    assert_eq!(v2.state_bytes, crate::canonical::state_bytes(&r.state));
+    assert_eq!(v2.entity_hash, hash);
     assert!(reordered == EncodedChange::from(r.clone()), "equal whatever the layout");
 
     let mut tampered = r.clone();
