@@ -17,7 +17,10 @@
 //! Every connection gets `busy_timeout` = 5 s, `synchronous = NORMAL` and
 //! `foreign_keys = ON`; files use WAL. One writer connection sits behind a mutex
 //! (SQLite serializes writers anyway) and every write is one `BEGIN IMMEDIATE`
-//! transaction, so each port call is atomic. Files also get two read-only connections
+//! transaction, so each port call is atomic. Writes that queue while another holds
+//! the writer run together in the next transaction, each inside its own savepoint
+//! (group commit): a failing write undoes only itself, and a write's result is handed
+//! back only after its group committed. Files also get two read-only connections
 //! that read a consistent snapshot beside the writer. All work runs on tokio's
 //! blocking pool; hot statements use the diesel DSL, which caches prepared statements.
 //! A file store's WAL is checkpointed by a thread of its own with a fifth connection,

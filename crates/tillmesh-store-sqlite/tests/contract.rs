@@ -48,6 +48,7 @@ contract!(
     device_registry_rules,
     queue_lifecycle,
     outbox_is_queued_with_the_batch_or_not_at_all,
+    writes_queued_together_fail_alone,
     queue_cas_under_contention,
     queue_listing_and_stats,
     notifications_lifecycle,
@@ -344,6 +345,51 @@ mod cases {
             );
             assert_eq!(all_of(&r, "product").await, all_of(&p, "product").await);
         }
+    }
+
+    /// Writes that queue behind a long one share its successor's transaction; one
+    /// that fails (half-way, after its first op wrote) undoes only itself.
+    pub async fn writes_queued_together_fail_alone(b: Backend) {
+        let a = b.node("a").await;
+        let price = key("product", "p0");
+        write(&a, vec![(price.clone(), put(&[("name", json!("Tea"))]))], 1).await;
+        let before = digest(&a).await;
+        // A long batch holds the writer while the small writes queue up.
+        let long: Vec<_> = (0..5_000).map(|i| (key("bulk", &format!("b{i}")), put(&[("n", json!(i))]))).collect();
+        let long = {
+            let (store, id) = (a.store.clone(), a.id.clone());
+            tokio::spawn(async move { store.apply_local(&id, long, ts(2)).await })
+        };
+        let mut small = Vec::new();
+        for i in 0..24_i64 {
+            let (store, id) = (a.store.clone(), a.id.clone());
+            let ok_key = key("item", &format!("i{i}"));
+            let ops = if i % 3 == 0 {
+                // Its first op writes, its second is refused: "name" is no counter.
+                vec![(ok_key, put(&[("n", json!(i))])), (price.clone(), counter("name", 1))]
+            } else {
+                vec![(ok_key, put(&[("n", json!(i))]))]
+            };
+            small.push(tokio::spawn(async move { (i, store.apply_local(&id, ops, ts(3 + i)).await) }));
+        }
+        long.await.expect("task").expect("the long batch");
+        for t in small {
+            let (i, result) = t.await.expect("task");
+            if i % 3 == 0 {
+                assert!(matches!(result, Err(StoreError::Rejected(_))), "write {i}: {result:?}");
+            } else {
+                assert_eq!(result.expect("a good write").seqs.len(), 1, "write {i}");
+            }
+        }
+        // Exactly the good writes are there, with contiguous sequence numbers.
+        let items = all_of(&a, "item").await;
+        let ids: BTreeSet<String> = items.iter().map(|(k, _)| k.entity_id().to_string()).collect();
+        let expected: BTreeSet<String> = (0..24).filter(|i| i % 3 != 0).map(|i| format!("i{i}")).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(a.store.log_head().await.expect("head"), 1 + 5_000 + 16);
+        assert_eq!(a.store.known_origins().await.expect("known").get(&a.id), 1 + 5_000 + 16);
+        assert_eq!(visible(&a, &price, "name").await, Some(json!("Tea")));
+        assert_ne!(digest(&a).await, before);
     }
 
     pub async fn apply_remote_replicates_state(b: Backend) {
