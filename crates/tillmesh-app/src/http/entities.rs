@@ -13,6 +13,9 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::SharedState;
 use crate::services::entities::MAX_BATCH_OPS;
 
+mod written;
+pub use written::{BatchAnswer, EntityJson};
+
 /// `GET /api/health`.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -265,7 +268,7 @@ pub async fn list(
 pub async fn batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<BatchBody>,
-) -> Result<Json<BatchResult>, ApiError> {
+) -> Result<Json<BatchAnswer>, ApiError> {
     if body.ops.len() > MAX_BATCH_OPS {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -287,10 +290,7 @@ pub async fn batch(
         ops.push((key, op));
     }
     let outcome = state.entities.apply(ops).await?;
-    Ok(Json(BatchResult {
-        applied: outcome.entities.len(),
-        entities: outcome.entities.iter().map(|(k, s, _)| EntityDto::new(k, s)).collect(),
-    }))
+    Ok(Json(BatchAnswer(outcome.entities)))
 }
 
 fn prefix(i: usize, mut e: ApiError) -> ApiError {
