@@ -96,6 +96,22 @@ pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
     matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
 }
 
+/// Whether SQLite may have rolled back the whole transaction on this error (as it
+/// does on I/O errors, a full disk or lack of memory). Constraint violations, a
+/// missing row and values that do not convert only fail their statement or call.
+fn may_end_transaction(e: &DieselError) -> bool {
+    use DatabaseErrorKind as K;
+    !matches!(
+        e,
+        DieselError::DatabaseError(
+            K::UniqueViolation | K::ForeignKeyViolation | K::NotNullViolation | K::CheckViolation,
+            _
+        ) | DieselError::NotFound
+            | DieselError::DeserializationError(_)
+            | DieselError::SerializationError(_)
+    )
+}
+
 /// Stored JSON that no longer decodes: corruption, reported as unexpected.
 pub(crate) fn corrupt(what: &str, e: impl fmt::Display) -> Fail {
     unexpected(format!("stored {what} does not decode: {e}"))
@@ -154,6 +170,10 @@ type Job = Box<dyn FnOnce(&mut SqliteConnection, bool) -> Ran + Send>;
 struct Ran {
     /// Whether it succeeded (a lone failed write rolls the transaction back).
     ok: bool,
+    /// It failed in SQLite in a way that may have rolled back the whole transaction
+    /// ([`may_end_transaction`]); later writes of the group could then run outside
+    /// any transaction, so the group is abandoned instead.
+    db_failed: bool,
     /// Delivers its result, given the outcome of the group's commit.
     deliver: Box<dyn FnOnce(Result<(), String>) + Send>,
 }
@@ -244,6 +264,7 @@ impl SqliteStore {
             let result = if isolated { conn.transaction(f) } else { f(conn) };
             Ran {
                 ok: result.is_ok(),
+                db_failed: matches!(&result, Err(Fail::Db(e)) if may_end_transaction(e)),
                 deliver: Box::new(move |commit| {
                     let out = match (commit, result) {
                         (Ok(()), result) => result.map_err(StoreError::from),
@@ -321,8 +342,9 @@ impl Inner {
             for job in jobs {
                 let ran = job(conn, !single);
                 deliveries.push(ran.deliver);
-                if single && !ran.ok {
-                    return Err(Fail::Store(StoreError::Unexpected("write failed".into())));
+                if !ran.ok && (single || ran.db_failed) {
+                    // Writes not run yet are dropped, which fails them.
+                    return Err(Fail::Store(StoreError::Unexpected("a write of the group failed in SQLite".into())));
                 }
             }
             Ok(())
@@ -482,4 +504,23 @@ fn connect(url: &str, read_only: bool) -> Result<SqliteConnection, StoreError> {
         conn.run_pending_migrations(MIGRATIONS).map_err(|e| fail("migrate", &e))?;
     }
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(kind: DatabaseErrorKind) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(String::from("test")))
+    }
+
+    /// Only errors after which SQLite may have ended the transaction abandon a group.
+    #[test]
+    fn a_group_survives_statement_errors_only() {
+        assert!(!may_end_transaction(&db(DatabaseErrorKind::UniqueViolation)));
+        assert!(!may_end_transaction(&db(DatabaseErrorKind::ForeignKeyViolation)));
+        assert!(!may_end_transaction(&DieselError::NotFound));
+        assert!(may_end_transaction(&db(DatabaseErrorKind::Unknown)));
+        assert!(may_end_transaction(&DieselError::BrokenTransactionManager));
+    }
 }
