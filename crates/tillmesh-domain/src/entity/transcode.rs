@@ -105,7 +105,8 @@ impl<'de> Visitor<'de> for StateV<'_, 'de> {
         while let Some(k) = m.next_key::<&'de str>()? {
             match (k, stage) {
                 ("context", 0) => {
-                    m.next_value_seed(Seed(ContextV(&mut *cx)))?;
+                    let Cx { enc, devices, .. } = &mut *cx;
+                    m.next_value_seed(Seed(DeviceCountsV { enc, clock: Some(devices) }))?;
                     stage = 1;
                 }
                 ("alive", 1) => {
@@ -166,28 +167,35 @@ macro_rules! shape {
     };
 }
 
-/// The clock: `{"device": counter, …}` in device order, counters ≥ 1.
-struct ContextV<'c, 'de>(&'c mut Cx<'de>);
-shape!(ContextV, deserialize_map);
+/// `{"device": n, …}` in device order: the clock (`clock` set: counters ≥ 1, and the
+/// devices recorded for dots to name) or one of a counter's maps (zeros are kept).
+struct DeviceCountsV<'c, 'de> {
+    enc: &'c mut Encoder,
+    clock: Option<&'c mut Vec<(&'de str, u64)>>,
+}
+shape!(DeviceCountsV, deserialize_map);
 
-impl<'de> Visitor<'de> for ContextV<'_, 'de> {
+impl<'de> Visitor<'de> for DeviceCountsV<'_, 'de> {
     type Value = ();
-    expecting!("a vector clock");
+    expecting!("per-device counts");
 
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-        let cx = self.0;
-        let count = cx.enc.count_placeholder();
+    fn visit_map<A: MapAccess<'de>>(mut self, mut m: A) -> Result<(), A::Error> {
+        let count = self.enc.count_placeholder();
         let mut prev = None;
-        while let Some((d, n)) = m.next_entry::<&'de str, u64>()? {
+        let mut n = 0u64;
+        while let Some((d, v)) = m.next_entry::<&'de str, u64>()? {
             validate_name("device id", d).map_err(A::Error::custom)?;
             ascending(&mut prev, d)?;
-            if n == 0 {
-                return Err(give_up("zero clock entry"));
+            if let Some(devices) = self.clock.as_deref_mut() {
+                if v == 0 {
+                    return Err(give_up("zero clock entry"));
+                }
+                devices.push((d, v));
             }
-            cx.enc.str(d).u64(n);
-            cx.devices.push((d, n));
+            self.enc.str(d).u64(v);
+            n += 1;
         }
-        cx.enc.patch_count(count, cx.devices.len() as u64);
+        self.enc.patch_count(count, n);
         Ok(())
     }
 }
@@ -342,42 +350,11 @@ impl<'de> Visitor<'de> for CounterV<'_, 'de> {
             if m.next_key::<&'de str>()? != Some(part) {
                 return Err(give_up("unexpected counter layout"));
             }
-            m.next_value_seed(Seed(CountsV(&mut cx.enc)))?;
+            m.next_value_seed(Seed(DeviceCountsV { enc: &mut cx.enc, clock: None }))?;
         }
         if m.next_key::<IgnoredAny>()?.is_some() {
             return Err(give_up("unexpected key"));
         }
-        Ok(())
-    }
-}
-
-/// `{"device": n, …}` in device order (zeros included: they are kept).
-struct CountsV<'c>(&'c mut Encoder);
-
-impl Shape for CountsV<'_> {
-    fn drive<'de, D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error>
-    where
-        Self: Visitor<'de, Value = ()>,
-    {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for CountsV<'_> {
-    type Value = ();
-    expecting!("per-device counts");
-
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-        let count = self.0.count_placeholder();
-        let mut prev = None;
-        let mut n = 0u64;
-        while let Some((d, v)) = m.next_entry::<&'de str, u64>()? {
-            validate_name("device id", d).map_err(A::Error::custom)?;
-            ascending(&mut prev, d)?;
-            self.0.str(d).u64(v);
-            n += 1;
-        }
-        self.0.patch_count(count, n);
         Ok(())
     }
 }
