@@ -8,6 +8,10 @@
 //! Each line gives the wall-clock rate and, on Linux, the rate per CPU-second of the
 //! whole process (all threads), which stays meaningful on a busy machine.
 
+// The allocator `terminal-server` runs with, so that these figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::error::Error;
 use std::time::Instant;
 
