@@ -2,24 +2,22 @@
 //! ([`EntityStore`]), plus the per-transaction working set of entity states that
 //! local and remote application share.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 use serde::Deserialize;
-use tillmesh_domain::canonical::state_bytes;
-use tillmesh_domain::digest::{entity_hash, entity_hash_of, DigestBuilder};
+use tillmesh_domain::digest::{entity_hash, DigestBuilder};
 use tillmesh_domain::entity::transcode::StateSummary;
 use tillmesh_domain::ports::{EntityStore, LocalOutcome, Outbox, StoreDigest, StoreError};
 use tillmesh_domain::{
-    ChangeRecord, Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, ReceivedState, Timestamp,
+    Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, ReceivedState, Timestamp,
 };
 
-use crate::json::{record_json, to_json};
-use crate::queue::insert_operation;
+use crate::json::to_json;
+use crate::local::apply_local_tx;
 use crate::schema::{change_log, conflicts, entities};
 use crate::store::{corrupt, sql_limit, to_u64, unexpected, Res, SqliteStore};
-use crate::sync::{load_progress, save_progress, LogAppender};
 
 /// One entity touched by the current transaction.
 pub(crate) struct Slot {
@@ -152,7 +150,9 @@ impl Working {
                     None => entity_hash(&key, &slot.state),
                 };
                 write_entity(conn, &key, slot.state.is_deleted(), json, &hash, slot.last_pos)?;
-                out.opened.extend(rebuild_conflicts(conn, &key, slot.before.as_ref(), &slot.state)?);
+                if let Some(update) = conflict_update(&key, slot.before.as_ref(), &slot.state) {
+                    out.opened.extend(write_conflict_update(conn, &key, update)?);
+                }
             }
             if let Some(i) = slot.outcome_index {
                 out.finals.push((i, slot.state));
@@ -196,7 +196,7 @@ pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Op
     row.map(decode_state).transpose()
 }
 
-fn write_entity(
+pub(crate) fn write_entity(
     conn: &mut SqliteConnection,
     key: &EntityKey,
     deleted: bool,
@@ -217,23 +217,43 @@ fn write_entity(
     Ok(())
 }
 
-/// Makes the entity's conflict rows match `after.conflicts(key)`. The rows always
-/// match the stored state, so they are only touched when the set of conflict ids
-/// changes. Returns the conflicts whose id was not open under `before`.
-fn rebuild_conflicts(
-    conn: &mut SqliteConnection,
+/// How an entity's conflict rows must change after its state changed.
+pub(crate) struct ConflictUpdate {
+    /// Whether rows are open under the old state (they are all deleted first).
+    clear_old: bool,
+    /// Rows of the new state.
+    new: Vec<Conflict>,
+    /// Which of `new` were not open under the old state.
+    opened: Vec<bool>,
+}
+
+/// What must change so that the entity's conflict rows match `after.conflicts(key)`:
+/// nothing (`None`) unless the set of conflict ids changes. Pure, so it can run off
+/// the writer.
+pub(crate) fn conflict_update(
     key: &EntityKey,
     before: Option<&EntityState>,
     after: &EntityState,
-) -> Res<Vec<Conflict>> {
+) -> Option<ConflictUpdate> {
     let old: BTreeSet<ConflictId> =
         before.map(|s| s.conflicts(key).into_iter().map(|c| c.id).collect()).unwrap_or_default();
     let new = after.conflicts(key);
     let new_ids: BTreeSet<&ConflictId> = new.iter().map(|c| &c.id).collect();
     if new_ids.len() == old.len() && old.iter().all(|id| new_ids.contains(id)) {
-        return Ok(Vec::new());
+        return None;
     }
-    if !old.is_empty() {
+    let opened = new.iter().map(|c| !old.contains(&c.id)).collect();
+    Some(ConflictUpdate { clear_old: !old.is_empty(), new, opened })
+}
+
+/// Applies a [`conflict_update`] to the entity's rows. Returns the conflicts that
+/// were not open before.
+pub(crate) fn write_conflict_update(
+    conn: &mut SqliteConnection,
+    key: &EntityKey,
+    update: ConflictUpdate,
+) -> Res<Vec<Conflict>> {
+    if update.clear_old {
         diesel::delete(
             conflicts::table
                 .filter(conflicts::entity_type.eq(key.entity_type()))
@@ -242,7 +262,7 @@ fn rebuild_conflicts(
         .execute(conn)?;
     }
     let mut opened = Vec::new();
-    for c in new {
+    for (c, is_new) in update.new.into_iter().zip(update.opened) {
         let json = to_json(&c)?;
         diesel::replace_into(conflicts::table)
             .values((
@@ -253,70 +273,11 @@ fn rebuild_conflicts(
                 conflicts::conflict.eq(json),
             ))
             .execute(conn)?;
-        if !old.contains(&c.id) {
+        if is_new {
             opened.push(c);
         }
     }
     Ok(opened)
-}
-
-/// The body of `apply_local`, inside its transaction.
-fn apply_local_tx(
-    conn: &mut SqliteConnection,
-    device: &DeviceId,
-    ops: Vec<(EntityKey, EntityOp)>,
-    at: Timestamp,
-    outbox: Outbox,
-) -> Res<LocalOutcome> {
-    let mut outcome = LocalOutcome { entities: Vec::with_capacity(ops.len()), seqs: Vec::with_capacity(ops.len()) };
-    if ops.is_empty() {
-        return Ok(outcome);
-    }
-    // The last op on each key hands its state to the outcome by move, not by clone.
-    let mut is_last = vec![false; ops.len()];
-    {
-        let mut seen = HashSet::with_capacity(ops.len());
-        for (i, (key, _)) in ops.iter().enumerate().rev() {
-            is_last[i] = seen.insert(key);
-        }
-    }
-    let mut seq = load_progress(conn, device.as_str())?;
-    let mut log = LogAppender::new(conn)?;
-    let mut work = Working::default();
-    for ((key, op), last) in ops.into_iter().zip(is_last) {
-        let slot = work.slot(conn, &key)?;
-        let created = !slot.exists;
-        slot.state.apply_local_owned(op, device, at).map_err(StoreError::Rejected)?;
-        slot.exists = true;
-        seq = seq.checked_add(1).ok_or_else(|| unexpected("sequence numbers exhausted"))?;
-        // One canonical encoding of the new state serves the record's checksum and the
-        // entity hash; the state's JSON goes into the log row only, and the
-        // entity row points at that row instead of repeating it.
-        let canonical = state_bytes(&slot.state);
-        let checksum = ChangeRecord::checksum_of(device, seq, &key, at, &canonical);
-        let json = record_json(device, seq, &key, at, &slot.state, &checksum)?;
-        slot.last_pos = log.append_local(conn, device, seq, &json)?;
-        slot.state_in_log = true;
-        slot.hash = Some(entity_hash_of(&key, &canonical));
-        if last {
-            slot.outcome_index = Some(outcome.entities.len());
-            outcome.entities.push((key, EntityState::default(), created));
-        } else {
-            outcome.entities.push((key, slot.state.clone(), created));
-        }
-        outcome.seqs.push(seq);
-    }
-    let flushed = work.flush(conn)?;
-    for (i, state) in flushed.finals {
-        if let Some(entry) = outcome.entities.get_mut(i) {
-            entry.1 = state;
-        }
-    }
-    save_progress(conn, device.as_str(), seq)?;
-    for op in outbox(&outcome) {
-        insert_operation(conn, op)?;
-    }
-    Ok(outcome)
 }
 
 #[async_trait::async_trait]
@@ -337,8 +298,8 @@ impl EntityStore for SqliteStore {
         at: Timestamp,
         outbox: Outbox,
     ) -> Result<LocalOutcome, StoreError> {
-        let device = device.clone();
-        self.write(move |conn| apply_local_tx(conn, &device, ops, at, outbox)).await
+        let (device, helper) = (device.clone(), self.helper());
+        self.write(move |conn| apply_local_tx(conn, &helper, &device, ops, at, outbox)).await
     }
 
     async fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {

@@ -62,7 +62,9 @@
 
 mod devices;
 mod entities;
+mod helper;
 mod json;
+mod local;
 mod notifications;
 mod queue;
 mod schema;

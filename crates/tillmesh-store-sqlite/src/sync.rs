@@ -50,6 +50,11 @@ impl LogAppender {
         Ok(Self { next: head.unwrap_or(0) + 1 })
     }
 
+    /// The position the next [`LogAppender::append`] takes.
+    pub(crate) fn next(&self) -> i64 {
+        self.next
+    }
+
     /// Appends a record (as its JSON) to the log; `None` when `(origin, seq)` is
     /// already there. Returns the new log position.
     pub(crate) fn append(
@@ -90,21 +95,34 @@ impl LogAppender {
         self.next += 1;
         Ok(Some(pos))
     }
+}
 
-    /// Appends a record this terminal just made; returns its log position. Its
-    /// sequence number comes from the origin progress, so a clash means the progress
-    /// is behind the log and fails the transaction.
-    pub(crate) fn append_local(
-        &mut self,
-        conn: &mut SqliteConnection,
-        origin: &DeviceId,
-        seq: u64,
-        json: &str,
-    ) -> Res<i64> {
-        self.append(conn, origin, seq, json)?.ok_or_else(|| {
-            unexpected(format!("change {origin}#{seq} is already in the log: origin progress is behind the log"))
-        })
+/// Appends a record this terminal just made at log position `pos`, which the caller
+/// took from [`LogAppender::next`] before the batch (op `i` of a batch goes to
+/// `next + i`, whatever order its records are made in). Its sequence number comes
+/// from the origin progress, so a clash means the progress is behind the log and
+/// fails the transaction.
+pub(crate) fn append_local_at(
+    conn: &mut SqliteConnection,
+    origin: &DeviceId,
+    seq: u64,
+    pos: i64,
+    json: &str,
+) -> Res<()> {
+    let inserted = diesel::insert_or_ignore_into(change_log::table)
+        .values((
+            change_log::pos.eq(pos),
+            change_log::origin.eq(origin.as_str()),
+            change_log::seq.eq(to_i64(seq, "sequence")?),
+            change_log::record.eq(json),
+        ))
+        .execute(conn)?;
+    if inserted == 0 {
+        return Err(unexpected(format!(
+            "change {origin}#{seq} or log position {pos} is already in the log: origin progress is behind the log"
+        )));
     }
+    Ok(())
 }
 
 /// Checks a peer's batch before anything is written: every record's checksum and
