@@ -32,7 +32,10 @@
 //!
 //! # Semantics worth knowing
 //! * A change is held iff its `(origin, seq)` is in the log. `apply_remote` treats such
-//!   changes as duplicates. Per-origin sequences normally arrive in increasing order
+//!   changes as duplicates. Records of other origins are found by a UNIQUE index on
+//!   `(origin, seq)`; this terminal's own records (`own`) are left out of it, as a
+//!   local write takes the sequence after the progress: for its own origin, held
+//!   means "sequence within the progress". Per-origin sequences normally arrive in increasing order
 //!   with no gaps; if one arrives after a gap, it is applied and the origin's progress
 //!   (in `known_origins`) moves to the maximum. A change inside the gap that arrives
 //!   later is still applied (the join is idempotent), but pullers that skip by the

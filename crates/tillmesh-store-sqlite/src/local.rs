@@ -28,7 +28,7 @@ use crate::helper::Helper;
 use crate::json::record_json;
 use crate::queue::insert_operation;
 use crate::store::{unexpected, Res};
-use crate::sync::{append_local_at, load_progress, save_progress, LogAppender};
+use crate::sync::{append_local_at, load_progress, local_identity, save_progress, LogAppender};
 
 /// Batches of at least this many ops share their domain work with the helper thread;
 /// below it, handing work over costs more than it saves (~40 µs until the helper
@@ -153,9 +153,10 @@ fn numbers(seq0: u64, pos0: i64, index: usize) -> Res<(u64, i64)> {
 }
 
 /// Stores what a group made: its records, then its entity rows and conflict rows.
-fn store(conn: &mut SqliteConnection, device: &DeviceId, made: &mut Made) -> Res<()> {
+/// `own`: `device` is this terminal's identity.
+fn store(conn: &mut SqliteConnection, device: &DeviceId, own: bool, made: &mut Made) -> Res<()> {
     for (seq, pos, json) in &made.records {
-        append_local_at(conn, device, *seq, *pos, json)?;
+        append_local_at(conn, device, *seq, *pos, own, json)?;
     }
     for row in &mut made.rows {
         if let Some(w) = &mut row.write {
@@ -228,6 +229,7 @@ pub(crate) fn apply_local_tx(
     }
     let seq0 = load_progress(conn, device.as_str())?;
     let pos0 = LogAppender::new(conn)?.next();
+    let own = local_identity(conn)?.as_deref() == Some(device.as_str());
     let [mine, theirs] = plan(conn, ops, n >= SPLIT_FROM)?;
     let theirs = (!theirs.ops.is_empty()).then(|| {
         let d = device.clone();
@@ -237,7 +239,7 @@ pub(crate) fn apply_local_tx(
     let mut rejected: Option<Rejected> = None;
     match make_changes(device, at, seq0, pos0, mine) {
         Ok(mut m) => {
-            store(conn, device, &mut m)?;
+            store(conn, device, own, &mut m)?;
             made.push(m);
         }
         Err(r) => rejected = Some(r),
@@ -253,7 +255,7 @@ pub(crate) fn apply_local_tx(
         return Err(r.error.into());
     }
     if let Some(m) = made.get_mut(1) {
-        store(conn, device, m)?;
+        store(conn, device, own, m)?;
     }
     // The outcome, in batch order; each entity's final state moves in from its row.
     let mut entries: Vec<Option<(EntityKey, EntityState, bool)>> = vec![None; n];

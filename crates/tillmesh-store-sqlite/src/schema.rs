@@ -37,6 +37,7 @@ diesel::table! {
         origin -> Text,
         seq -> BigInt,
         record -> Text,
+        own -> Bool,
     }
 }
 

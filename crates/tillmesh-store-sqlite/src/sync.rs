@@ -10,7 +10,7 @@ use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncS
 use tillmesh_domain::{DeviceId, DomainError, EncodedChange, Timestamp, VectorClock, VerifiedChange};
 
 use crate::entities::Working;
-use crate::schema::{change_log, origin_progress, peer_cursors};
+use crate::schema::{change_log, local_identity, origin_progress, peer_cursors};
 use crate::store::{corrupt, to_i64, to_u64, unexpected, Res, SqliteStore};
 
 /// Fewest log rows one `changes_after` call may examine (skipped ones included).
@@ -19,6 +19,11 @@ const MIN_SCAN: usize = 1_000;
 /// puller that already knows everything advances by pages of this size instead of
 /// making one call scan the whole log.
 const MAX_SCAN: usize = 10_000;
+
+/// This terminal's device id, once chosen (see `DeviceStore::local_device_id`).
+pub(crate) fn local_identity(conn: &mut SqliteConnection) -> Res<Option<String>> {
+    Ok(local_identity::table.find(1).select(local_identity::device_id).first(conn).optional()?)
+}
 
 /// The highest sequence of `origin` held (0 when none).
 pub(crate) fn load_progress(conn: &mut SqliteConnection, origin: &str) -> Res<u64> {
@@ -55,13 +60,16 @@ impl LogAppender {
         self.next
     }
 
-    /// Appends a record (as its JSON) to the log; `None` when `(origin, seq)` is
-    /// already there. Returns the new log position.
+    /// Appends a received record (as its JSON) to the log; `None` when `(origin, seq)`
+    /// is already there. `own`: its origin is this terminal, whose records the caller
+    /// de-duplicates by progress (they are not in the `(origin, seq)` index). Returns
+    /// the new log position.
     pub(crate) fn append(
         &mut self,
         conn: &mut SqliteConnection,
         origin: &DeviceId,
         seq: u64,
+        own: bool,
         json: &str,
     ) -> Res<Option<i64>> {
         let seq = to_i64(seq, "sequence")?;
@@ -74,13 +82,16 @@ impl LogAppender {
                 change_log::origin.eq(origin.as_str()),
                 change_log::seq.eq(seq),
                 change_log::record.eq(json),
+                change_log::own.eq(own),
             ))
             .execute(conn)?;
         if inserted == 0 {
             // Only (origin, seq) means "already held"; any other clash is an error.
+            // (`NOT own` lets SQLite use the partial index.)
             let held: i64 = change_log::table
                 .filter(change_log::origin.eq(origin.as_str()))
                 .filter(change_log::seq.eq(seq))
+                .filter(change_log::own.eq(false))
                 .count()
                 .get_result(conn)?;
             if held == 0 {
@@ -100,13 +111,14 @@ impl LogAppender {
 /// Appends a record this terminal just made at log position `pos`, which the caller
 /// took from [`LogAppender::next`] before the batch (op `i` of a batch goes to
 /// `next + i`, whatever order its records are made in). Its sequence number comes
-/// from the origin progress, so a clash means the progress is behind the log and
-/// fails the transaction.
+/// from the origin progress. `own`: `origin` is this terminal's identity (always, but
+/// for writes made in another device's name).
 pub(crate) fn append_local_at(
     conn: &mut SqliteConnection,
     origin: &DeviceId,
     seq: u64,
     pos: i64,
+    own: bool,
     json: &str,
 ) -> Res<()> {
     let inserted = diesel::insert_or_ignore_into(change_log::table)
@@ -115,6 +127,7 @@ pub(crate) fn append_local_at(
             change_log::origin.eq(origin.as_str()),
             change_log::seq.eq(to_i64(seq, "sequence")?),
             change_log::record.eq(json),
+            change_log::own.eq(own),
         ))
         .execute(conn)?;
     if inserted == 0 {
@@ -158,15 +171,8 @@ fn apply_remote_tx(
     let mut work = Working::default();
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
+    let me = local_identity(conn)?;
     for VerifiedChange { header, json, entity_hash, state } in changes {
-        // A change is held iff its (origin, seq) is in the log (UNIQUE). Relaying keeps
-        // the original origin, seq and checksum, so A -> B -> C works.
-        let Some(pos) = log.append(conn, &header.origin, header.seq, &json)? else {
-            outcome.duplicates += 1;
-            continue;
-        };
-        outcome.applied += 1;
-        work.slot(conn, &header.key)?.receive(state, json, entity_hash, pos)?;
         let (origin, seq) = (header.origin.as_str(), header.seq);
         let entry = match progress.get_mut(origin) {
             Some(e) => e,
@@ -175,9 +181,24 @@ fn apply_remote_tx(
                 progress.entry(origin.to_string()).or_insert((held, held))
             }
         };
+        // A change is held iff its (origin, seq) is in the log: for this terminal's
+        // own origin, iff its sequence is within the progress (its records are not in
+        // the (origin, seq) index); otherwise the UNIQUE index says. Relaying keeps
+        // the original origin, seq and checksum, so A -> B -> C works.
+        let own = me.as_deref() == Some(origin);
+        if own && seq <= entry.1 {
+            outcome.duplicates += 1;
+            continue;
+        }
+        let Some(pos) = log.append(conn, &header.origin, seq, own, &json)? else {
+            outcome.duplicates += 1;
+            continue;
+        };
         // Per-origin sequences normally arrive in order; after a gap the progress
         // still moves to the maximum (see the crate docs).
         entry.1 = entry.1.max(seq);
+        outcome.applied += 1;
+        work.slot(conn, &header.key)?.receive(state, json, entity_hash, pos)?;
     }
     outcome.new_conflicts = work.flush(conn)?.opened;
     for (origin, (before, now)) in progress {

@@ -37,6 +37,8 @@ contract!(
     changes_after_bounds_the_scan,
     apply_remote_replicates_state,
     duplicates_are_noops,
+    own_records_echoed_back_are_duplicates,
+    own_records_received_back_after_data_loss_continue_the_sequence,
     tampered_batch_is_rejected_whole,
     concurrent_writes_conflict_then_resolve,
     counter_decrements_from_two_stores_both_count,
@@ -454,6 +456,55 @@ mod cases {
         let mixed = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("apply mixed");
         assert_eq!((mixed.applied, mixed.duplicates), (1, 5));
         assert_eq!(digest(&bb).await, digest(&a).await);
+    }
+
+    /// This terminal's own records are held by sequence (they are not in the
+    /// `(origin, seq)` index): echoed back by a peer, they are duplicates.
+    pub async fn own_records_echoed_back_are_duplicates(b: Backend) {
+        let a = b.node("a").await;
+        let bb = b.node("b").await;
+        let ops = (0..5).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))]))).collect();
+        write(&a, ops, 1).await;
+        write(&bb, vec![(key("item", "b0"), put(&[("n", json!(0))]))], 2).await;
+        pull(&a, &bb).await;
+        let before = digest(&a).await;
+        // Everything b holds, a's own records included (no known vector to skip them).
+        let page = bb.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        assert_eq!(page.changes.len(), 6);
+        let echo = a.store.apply_remote(&bb.id, page.changes.clone(), page.next, page.head).await.expect("apply");
+        assert_eq!((echo.applied, echo.duplicates), (1, 5));
+        assert_eq!(a.store.log_head().await.expect("head"), 6, "only b's record was appended");
+        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head).await.expect("apply again");
+        assert_eq!((again.applied, again.duplicates), (0, 6));
+        assert_eq!(digest(&a).await, digest(&bb).await);
+        assert_ne!(digest(&a).await, before);
+        // The next local write continues a's own sequence.
+        let out = write(&a, vec![(key("item", "i0"), put(&[("n", json!(10))]))], 3).await;
+        assert_eq!(out.seqs, vec![6]);
+    }
+
+    /// A terminal that lost its data (same identity, empty store) takes its own
+    /// records back from a peer and numbers its next write after them, so the peer
+    /// does not mistake that write for one it holds.
+    pub async fn own_records_received_back_after_data_loss_continue_the_sequence(b: Backend) {
+        let a = b.node("a").await;
+        let bb = b.node("b").await;
+        let ops = (0..3).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))]))).collect();
+        write(&a, ops, 1).await;
+        pull(&a, &bb).await;
+        drop(a);
+        let a = b.node("a").await;
+        let back = pull(&bb, &a).await;
+        assert_eq!((back.applied, back.duplicates), (3, 0));
+        assert_eq!(a.store.known_origins().await.expect("known"), VectorClock::from_entries([(a.id.clone(), 3)]));
+        let page = bb.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head).await.expect("apply again");
+        assert_eq!((again.applied, again.duplicates), (0, 3));
+        let out = write(&a, vec![(key("item", "i9"), put(&[("n", json!(9))]))], 2).await;
+        assert_eq!(out.seqs, vec![4]);
+        let to_b = pull(&a, &bb).await;
+        assert_eq!(to_b.applied, 1);
+        assert_eq!(digest(&a).await, digest(&bb).await);
     }
 
     pub async fn tampered_batch_is_rejected_whole(b: Backend) {

@@ -116,3 +116,56 @@ async fn a_schema_1_data_dir_opens_and_keeps_working() {
     assert_eq!(store.log_head().await.expect("head"), 3);
     drop(dir);
 }
+
+/// Schema 3 leaves this terminal's own records out of the `(origin, seq)` index: a
+/// schema 2 log (made here, then migrated down) gets them flagged on the way up, so
+/// they still count as held and the sequence continues after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_2_log_gets_its_own_records_flagged() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("v2.db");
+    let peer = Backend::Memory.node("till-b").await;
+    write(&peer, vec![(key("item", "b1"), put(&[("n", json!(1))]))], 1).await;
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        let here = Node { id: store.local_device_id(device("till-a")).await.expect("identity"), store, dir: None };
+        write(&here, vec![(key("item", "a1"), put(&[("n", json!(1))]))], 2).await;
+        pull(&peer, &here).await;
+        write(&here, vec![(key("item", "a2"), put(&[("n", json!(2))]))], 3).await;
+    }
+    {
+        let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("connect");
+        conn.batch_execute(include_str!("../../../migrations/2026-11-26-000000_own_records/down.sql"))
+            .expect("schema 3 down");
+        conn.batch_execute("DELETE FROM __diesel_schema_migrations WHERE version = '20261126000000';")
+            .expect("forget schema 3");
+    }
+    let store = SqliteStore::open(&path).expect("migrates up again");
+    let here = Node { id: device("till-a"), store, dir: None };
+    // Everything here, served with no known vector, comes back as duplicates.
+    let page = here.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+    assert_eq!(page.changes.len(), 3);
+    let echo = here.store.apply_remote(&peer.id, page.changes, page.next, page.head).await.expect("echo");
+    assert_eq!((echo.applied, echo.duplicates), (0, 3));
+    assert_eq!(write(&here, vec![(key("item", "a3"), put(&[("n", json!(3))]))], 4).await.seqs, vec![3]);
+    drop(here);
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("connect");
+    let flags: Vec<(String, i64, bool)> = diesel::sql_query("SELECT origin, seq, own FROM change_log ORDER BY pos")
+        .load::<OwnRow>(&mut conn)
+        .expect("rows")
+        .into_iter()
+        .map(|r| (r.origin, r.seq, r.own))
+        .collect();
+    let expected = [("till-a", 1, true), ("till-b", 1, false), ("till-a", 2, true), ("till-a", 3, true)];
+    assert_eq!(flags, expected.map(|(o, s, f)| (o.to_string(), s, f)).to_vec());
+}
+
+#[derive(diesel::QueryableByName)]
+struct OwnRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    origin: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    own: bool,
+}
