@@ -53,6 +53,8 @@ struct Group {
     /// Stored state of each entity (`None`: never written).
     entities: Vec<Option<EntityState>>,
     ops: Vec<Planned>,
+    /// For each entity, the index in `ops` of its first op.
+    first_ops: Vec<usize>,
 }
 
 /// What a group's domain work makes, for the writer to store.
@@ -94,7 +96,7 @@ struct Rejected {
 /// Domain work of one group: applies its ops in batch order and makes each record
 /// and each changed entity's row. Pure: runs on either thread.
 fn make_changes(device: &DeviceId, at: Timestamp, seq0: u64, pos0: i64, group: Group) -> Result<Made, Rejected> {
-    let Group { entities, ops } = group;
+    let Group { entities, ops, .. } = group;
     let mut out = Made {
         records: Vec::with_capacity(ops.len()),
         rows: Vec::with_capacity(entities.len()),
@@ -172,8 +174,8 @@ fn store(conn: &mut SqliteConnection, device: &DeviceId, own: bool, made: &mut M
 /// Splits the batch by entity: every op of an entity goes to the same group, in batch
 /// order. With `split`, the entities met first, holding about the first third of the
 /// ops, form the first group (the writer's) and the rest the second (the helper's).
-/// Reads the stored states, the helper's first.
-fn plan(conn: &mut SqliteConnection, ops: Vec<(EntityKey, EntityOp)>, split: bool) -> Res<[Group; 2]> {
+/// The groups' `entities` are left for [`read_states`].
+fn plan(ops: Vec<(EntityKey, EntityOp)>, split: bool) -> [Group; 2] {
     let n = ops.len();
     // Each op's entity (numbered in order of first op) and each entity's last op.
     let mut entity_of = Vec::with_capacity(n);
@@ -195,22 +197,24 @@ fn plan(conn: &mut SqliteConnection, ops: Vec<(EntityKey, EntityOp)>, split: boo
     let first_share = if split { n / 3 } else { n };
     let mut place: Vec<(usize, usize)> = Vec::with_capacity(last_op.len());
     let mut groups = [Group::default(), Group::default()];
-    let mut first_ops: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
     for (index, ((key, op), e)) in ops.into_iter().zip(entity_of).enumerate() {
         if e == place.len() {
             let g = usize::from(groups[0].ops.len() >= first_share);
-            place.push((g, first_ops[g].len()));
-            first_ops[g].push(groups[g].ops.len());
+            place.push((g, groups[g].first_ops.len()));
+            let at = groups[g].ops.len();
+            groups[g].first_ops.push(at);
         }
         let (g, entity) = place[e];
         let last = last_op.get(e) == Some(&index);
         groups[g].ops.push(Planned { index, key, op, entity, last });
     }
-    for g in [1, 0] {
-        let group = &mut groups[g];
-        group.entities = first_ops[g].iter().map(|&i| load_state(conn, &group.ops[i].key)).collect::<Res<_>>()?;
-    }
-    Ok(groups)
+    groups
+}
+
+/// Reads the stored state of each of the group's entities.
+fn read_states(conn: &mut SqliteConnection, group: &mut Group) -> Res<()> {
+    group.entities = group.first_ops.iter().map(|&i| load_state(conn, &group.ops[i].key)).collect::<Res<_>>()?;
+    Ok(())
 }
 
 /// The body of `apply_local`, inside its transaction.
@@ -230,11 +234,16 @@ pub(crate) fn apply_local_tx(
     let seq0 = load_progress(conn, device.as_str())?;
     let pos0 = LogAppender::new(conn)?.next();
     let own = local_identity(conn)?.as_deref() == Some(device.as_str());
-    let [mine, theirs] = plan(conn, ops, n >= SPLIT_FROM)?;
-    let theirs = (!theirs.ops.is_empty()).then(|| {
+    let [mut mine, mut theirs] = plan(ops, n >= SPLIT_FROM);
+    // The helper's states first, so that it starts while the writer reads its own.
+    let theirs = if theirs.ops.is_empty() {
+        None
+    } else {
+        read_states(conn, &mut theirs)?;
         let d = device.clone();
-        helper.spawn(move || make_changes(&d, at, seq0, pos0, theirs))
-    });
+        Some(helper.spawn(move || make_changes(&d, at, seq0, pos0, theirs)))
+    };
+    read_states(conn, &mut mine)?;
     let mut made = Vec::with_capacity(2);
     let mut rejected: Option<Rejected> = None;
     match make_changes(device, at, seq0, pos0, mine) {
