@@ -86,15 +86,14 @@ impl LogAppender {
             ))
             .execute(conn)?;
         if inserted == 0 {
-            // Only (origin, seq) means "already held"; any other clash is an error.
-            // (`NOT own` lets SQLite use the partial index.)
-            let held: i64 = change_log::table
-                .filter(change_log::origin.eq(origin.as_str()))
-                .filter(change_log::seq.eq(seq))
-                .filter(change_log::own.eq(false))
-                .count()
-                .get_result(conn)?;
-            if held == 0 {
+            // Ignored: either (origin, seq) is held, which is what `OR IGNORE` is for,
+            // or the position is taken, which only a change made outside this store
+            // can cause. Told apart by the primary key: a lookup by (origin, seq) with
+            // `own` bound as a parameter cannot use the partial index and would scan
+            // the whole log (measured: convergence of 50 terminals 5.8 s -> 20.5 s).
+            let taken: Option<i64> =
+                change_log::table.find(self.next).select(change_log::pos).first(conn).optional()?;
+            if taken.is_some() {
                 return Err(unexpected(format!(
                     "log position {} is taken: the log was changed outside this store",
                     self.next
