@@ -1,6 +1,7 @@
-//! Entities: local writes (`apply_local`), reads, conflicts and the state digest
-//! ([`EntityStore`]), plus the per-transaction working set of entity states that
-//! local and remote application share.
+//! Entities ([`EntityStore`]): reads, conflicts and the state digest, the entry point
+//! of local writes (done in `local.rs`), the entity row and conflict row writes both
+//! paths share, and the per-transaction working set of entity states that remote
+//! application uses.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -28,7 +28,7 @@ use crate::helper::Helper;
 use crate::json::record_json;
 use crate::queue::insert_operation;
 use crate::store::{unexpected, Res};
-use crate::sync::{append_local_at, load_progress, local_identity, save_progress, LogAppender};
+use crate::sync::{append_local_at, load_identity, load_progress, save_progress, LogAppender};
 
 /// Batches of at least this many ops share their domain work with the helper thread;
 /// below it, handing work over costs more than it saves (~40 µs until the helper
@@ -233,7 +233,7 @@ pub(crate) fn apply_local_tx(
     }
     let seq0 = load_progress(conn, device.as_str())?;
     let pos0 = LogAppender::new(conn)?.next();
-    let own = local_identity(conn)?.as_deref() == Some(device.as_str());
+    let own = load_identity(conn)?.as_deref() == Some(device.as_str());
     let [mut mine, mut theirs] = plan(ops, n >= SPLIT_FROM);
     // The helper's states first, so that it starts while the writer reads its own.
     let theirs = if theirs.ops.is_empty() {

@@ -21,7 +21,7 @@ const MIN_SCAN: usize = 1_000;
 const MAX_SCAN: usize = 10_000;
 
 /// This terminal's device id, once chosen (see `DeviceStore::local_device_id`).
-pub(crate) fn local_identity(conn: &mut SqliteConnection) -> Res<Option<String>> {
+pub(crate) fn load_identity(conn: &mut SqliteConnection) -> Res<Option<String>> {
     Ok(local_identity::table.find(1).select(local_identity::device_id).first(conn).optional()?)
 }
 
@@ -170,7 +170,7 @@ fn apply_remote_tx(
     let mut work = Working::default();
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
-    let me = local_identity(conn)?;
+    let me = load_identity(conn)?;
     for VerifiedChange { header, json, entity_hash, state } in changes {
         let (origin, seq) = (header.origin.as_str(), header.seq);
         let entry = match progress.get_mut(origin) {
