@@ -35,11 +35,13 @@
 //!   changes as duplicates. Records of other origins are found by a UNIQUE index on
 //!   `(origin, seq)`; this terminal's own records (`own`) are left out of it, as a
 //!   local write takes the sequence after the progress: for its own origin, held
-//!   means "sequence within the progress". Per-origin sequences normally arrive in increasing order
-//!   with no gaps; if one arrives after a gap, it is applied and the origin's progress
-//!   (in `known_origins`) moves to the maximum. A change inside the gap that arrives
-//!   later is still applied (the join is idempotent), but pullers that skip by the
-//!   known vector may never ask for it, so gaps must not be created on purpose.
+//!   means "sequence within the progress". Per-origin sequences normally arrive in
+//!   increasing order with no gaps; if one arrives after a gap, it is applied and the
+//!   origin's progress (in `known_origins`) moves to the maximum. A change inside the
+//!   gap that arrives later is still applied (the join is idempotent) — except for
+//!   this terminal's own origin, where it counts as held (such a gap needs this
+//!   terminal to have lost data) — but pullers that skip by the known vector may
+//!   never ask for it, so gaps must not be created on purpose.
 //! * The log relays: records from peers keep their origin, sequence and checksum, so
 //!   changes flow A → B → C.
 //! * Nothing is stored twice. A log row holds the record's JSON (received records
