@@ -25,18 +25,16 @@ pub(crate) struct Slot {
     /// The stored state when the transaction first touched it (`None`: never written).
     before: Option<EntityState>,
     /// The state as modified so far in this transaction.
-    pub(crate) state: EntityState,
+    state: EntityState,
     /// Whether a state exists now (stored, or created earlier in this batch).
-    pub(crate) exists: bool,
+    exists: bool,
     /// Log position of the last change this transaction made to it.
-    pub(crate) last_pos: i64,
+    last_pos: i64,
     /// Whether `state` is exactly the state inside the record at `last_pos`, so the
     /// entity row need not repeat it.
-    pub(crate) state_in_log: bool,
+    state_in_log: bool,
     /// Entity hash of `state`, when already known after its last modification.
-    pub(crate) hash: Option<Checksum>,
-    /// Index in `LocalOutcome::entities` that takes the final state by move.
-    outcome_index: Option<usize>,
+    hash: Option<Checksum>,
     /// A received state not decoded yet (the entity was new to this store): `state`
     /// is still empty and stands for the state inside this record text.
     pending: Option<Pending>,
@@ -85,15 +83,6 @@ impl Slot {
     }
 }
 
-/// What [`Working::flush`] hands back.
-#[derive(Default)]
-pub(crate) struct Flushed {
-    /// Conflicts that were not open before the transaction.
-    pub(crate) opened: Vec<Conflict>,
-    /// Final states claimed with an outcome index, by that index.
-    pub(crate) finals: Vec<(usize, EntityState)>,
-}
-
 /// Entity states loaded and modified by one transaction, written back by
 /// [`Working::flush`] once per entity however many changes touched it.
 #[derive(Default)]
@@ -114,7 +103,6 @@ impl Working {
                 last_pos: 0,
                 state_in_log: false,
                 hash: None,
-                outcome_index: None,
                 pending: None,
             },
         );
@@ -130,9 +118,10 @@ impl Working {
     }
 
     /// Stores every entity whose state changed and rebuilds its conflict rows.
-    pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<Flushed> {
+    /// Returns the conflicts that were not open before the transaction.
+    pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<Vec<Conflict>> {
         let Working { order, mut slots } = self;
-        let mut out = Flushed::default();
+        let mut opened = Vec::new();
         for key in order {
             let Some(mut slot) = slots.remove(&key) else {
                 continue;
@@ -152,14 +141,11 @@ impl Working {
                 };
                 write_entity(conn, &key, slot.state.is_deleted(), json, &hash, slot.last_pos)?;
                 if let Some(update) = conflict_update(&key, slot.before.as_ref(), &slot.state) {
-                    out.opened.extend(write_conflict_update(conn, &key, update)?);
+                    opened.extend(write_conflict_update(conn, &key, update)?);
                 }
             }
-            if let Some(i) = slot.outcome_index {
-                out.finals.push((i, slot.state));
-            }
         }
-        Ok(out)
+        Ok(opened)
     }
 }
 
@@ -299,8 +285,8 @@ impl EntityStore for SqliteStore {
         at: Timestamp,
         outbox: Outbox,
     ) -> Result<LocalOutcome, StoreError> {
-        let (device, helper) = (device.clone(), self.helper());
-        self.write(move |conn| apply_local_tx(conn, &helper, &device, ops, at, outbox)).await
+        let device = device.clone();
+        self.write(move |conn| apply_local_tx(conn, &device, ops, at, outbox)).await
     }
 
     async fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {

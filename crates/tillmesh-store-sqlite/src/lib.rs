@@ -24,8 +24,8 @@
 //! that read a consistent snapshot beside the writer. All work runs on tokio's
 //! blocking pool; hot statements use the diesel DSL, which caches prepared statements.
 //! A local batch of 32 ops or more shares its domain work (applying ops, hashing,
-//! encoding records) with a helper thread kept for the store's life, so a large
-//! write uses both cores (see `local.rs`); every SQL statement stays on the writer.
+//! encoding records) with a second thread of the blocking pool, so a large write
+//! uses both cores (see `local.rs`); every SQL statement stays on the writer.
 //! A file store's WAL is checkpointed by a thread of its own with a fifth connection,
 //! at most 250 ms after a commit, instead of inside whichever commit crossed SQLite's
 //! size limit (the writer's own limit stays as a safety net at 8,000 pages).
@@ -70,7 +70,6 @@
 
 mod devices;
 mod entities;
-mod helper;
 mod json;
 mod local;
 mod notifications;

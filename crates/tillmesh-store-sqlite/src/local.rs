@@ -5,17 +5,18 @@
 //! (reading the stored states, appending records, writing entity rows) and domain
 //! work that needs no database (applying each op, the state's canonical bytes, two
 //! SHA-256 hashes, the record's JSON, the entity's conflicts). A batch of
-//! [`SPLIT_FROM`] ops or more splits its entities in two: the [`Helper`] thread does
-//! the domain work of the later two thirds of the ops while the writer does the first
-//! third's and stores it, then stores the rest. Every op's sequence number and log
+//! [`SPLIT_FROM`] ops or more splits its entities in two: another thread of tokio's
+//! blocking pool does the domain work of the later two thirds of the ops while the
+//! writer does the first third's and stores it, then stores the rest. Every op's sequence number and log
 //! position are fixed before any work starts (op `i` gets `seq + 1 + i` and
 //! `next + i`), so both halves make records exactly as one thread would.
 //!
 //! Measured (store example, 100-op batches, alternated): the writer alone made 85k
-//! writes/s; split, 100k. One thread per batch instead of the kept helper gained
-//! nothing: it started ~250 µs late.
+//! writes/s; split, 100k. A freshly spawned thread per batch gained nothing: it
+//! started ~250 µs late, where a parked pool thread starts in ~40 µs.
 
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 use diesel::SqliteConnection;
 use tillmesh_domain::canonical::state_bytes;
@@ -24,14 +25,13 @@ use tillmesh_domain::ports::{LocalOutcome, Outbox, StoreError};
 use tillmesh_domain::{ChangeRecord, Checksum, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
 
 use crate::entities::{conflict_update, load_state, write_conflict_update, write_entity, ConflictUpdate};
-use crate::helper::Helper;
 use crate::json::record_json;
 use crate::queue::insert_operation;
 use crate::store::{unexpected, Res};
 use crate::sync::{append_local_at, load_identity, load_progress, save_progress, LogAppender};
 
-/// Batches of at least this many ops share their domain work with the helper thread;
-/// below it, handing work over costs more than it saves (~40 µs until the helper
+/// Batches of at least this many ops share their domain work with a second thread;
+/// below it, handing work over costs more than it saves (~40 µs until the other thread
 /// runs, against ~4 µs of domain work per op).
 pub(crate) const SPLIT_FROM: usize = 32;
 
@@ -58,7 +58,6 @@ struct Group {
 }
 
 /// What a group's domain work makes, for the writer to store.
-#[derive(Default)]
 struct Made {
     /// Records to append: (sequence, log position, JSON).
     records: Vec<(u64, i64, String)>,
@@ -173,7 +172,7 @@ fn store(conn: &mut SqliteConnection, device: &DeviceId, own: bool, made: &mut M
 
 /// Splits the batch by entity: every op of an entity goes to the same group, in batch
 /// order. With `split`, the entities met first, holding about the first third of the
-/// ops, form the first group (the writer's) and the rest the second (the helper's).
+/// ops, form the first group (the writer's) and the rest the second (the other thread's).
 /// The groups' `entities` are left for [`read_states`].
 fn plan(ops: Vec<(EntityKey, EntityOp)>, split: bool) -> [Group; 2] {
     let n = ops.len();
@@ -217,10 +216,25 @@ fn read_states(conn: &mut SqliteConnection, group: &mut Group) -> Res<()> {
     Ok(())
 }
 
+/// Runs `f` on another thread of tokio's blocking pool (whose idle threads are parked,
+/// ready within ~40 µs), or right here outside a runtime. A panic in `f` closes the
+/// channel unsent.
+fn beside<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> mpsc::Receiver<T> {
+    let (tx, rx) = mpsc::channel();
+    let job = move || {
+        let _ = tx.send(f());
+    };
+    match tokio::runtime::Handle::try_current() {
+        // Not awaited: the result comes back on the channel.
+        Ok(runtime) => drop(runtime.spawn_blocking(job)),
+        Err(_) => job(),
+    }
+    rx
+}
+
 /// The body of `apply_local`, inside its transaction.
 pub(crate) fn apply_local_tx(
     conn: &mut SqliteConnection,
-    helper: &Helper,
     device: &DeviceId,
     ops: Vec<(EntityKey, EntityOp)>,
     at: Timestamp,
@@ -235,13 +249,13 @@ pub(crate) fn apply_local_tx(
     let pos0 = LogAppender::new(conn)?.next();
     let own = load_identity(conn)?.as_deref() == Some(device.as_str());
     let [mut mine, mut theirs] = plan(ops, n >= SPLIT_FROM);
-    // The helper's states first, so that it starts while the writer reads its own.
+    // The other thread's states first, so that it starts while the writer reads its own.
     let theirs = if theirs.ops.is_empty() {
         None
     } else {
         read_states(conn, &mut theirs)?;
         let d = device.clone();
-        Some(helper.spawn(move || make_changes(&d, at, seq0, pos0, theirs)))
+        Some(beside(move || make_changes(&d, at, seq0, pos0, theirs)))
     };
     read_states(conn, &mut mine)?;
     let mut made = Vec::with_capacity(2);
@@ -254,7 +268,7 @@ pub(crate) fn apply_local_tx(
         Err(r) => rejected = Some(r),
     }
     if let Some(pending) = theirs {
-        match pending.wait().ok_or_else(|| unexpected("the domain work of a local write panicked"))? {
+        match pending.recv().map_err(|_| unexpected("the domain work of a local write panicked"))? {
             Ok(m) => made.push(m),
             Err(r) if rejected.as_ref().is_none_or(|first| r.index < first.index) => rejected = Some(r),
             Err(_) => {}

@@ -14,8 +14,6 @@ use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use tillmesh_domain::ports::StoreError;
 
-use crate::helper::Helper;
-
 /// The schema, from the workspace's top-level `migrations/` folder.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
@@ -161,8 +159,6 @@ struct Inner {
     checkpoints: Option<Arc<Checkpoints>>,
     /// Writes waiting for the writer; whoever takes it runs all of them.
     queue: Mutex<Vec<Job>>,
-    /// Does part of a large write's domain work beside the writer.
-    helper: Arc<Helper>,
 }
 
 /// A queued write. Given the connection inside the group's transaction and whether
@@ -245,14 +241,8 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
                 checkpoints: None,
                 queue: Mutex::new(Vec::new()),
-                helper: Arc::new(Helper::default()),
             }),
         }
-    }
-
-    /// The thread that shares the domain work of large writes with the writer.
-    pub(crate) fn helper(&self) -> Arc<Helper> {
-        Arc::clone(&self.inner.helper)
     }
 
     /// Runs `f` atomically on the writer, on the blocking pool: any error undoes all

@@ -199,7 +199,7 @@ fn apply_remote_tx(
         outcome.applied += 1;
         work.slot(conn, &header.key)?.receive(state, json, entity_hash, pos)?;
     }
-    outcome.new_conflicts = work.flush(conn)?.opened;
+    outcome.new_conflicts = work.flush(conn)?;
     for (origin, (before, now)) in progress {
         if now > before {
             save_progress(conn, &origin, now)?;

@@ -1,5 +1,5 @@
-//! Large local batches share their domain work with the store's helper thread (the
-//! entities met first stay on the writer, the rest go to the helper). These tests
+//! Large local batches share their domain work with a second thread (the
+//! entities met first stay on the writer, the rest go to the other thread). These tests
 //! hold that path to the one-op-at-a-time path: the same ops give the same outcome,
 //! records, states, conflicts and digest, and a rejected op anywhere in the batch is
 //! the one reported and leaves nothing behind.
