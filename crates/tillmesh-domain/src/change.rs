@@ -215,10 +215,15 @@ impl EncodedChange {
     /// # Errors
     /// The text is not a change record.
     pub fn decode(json: String) -> Result<Self, serde_json::Error> {
-        Self::from_raw(RawValue::from_string(json)?)
+        Self::from_json(RawValue::from_string(json)?)
     }
 
-    fn from_raw(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
+    /// Decodes a record from JSON text already known to be valid JSON (a puller
+    /// takes the records of a batch apart first).
+    ///
+    /// # Errors
+    /// The text is not a change record.
+    pub fn from_json(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
         let wire: WireRecord<'_> = serde_json::from_str(json.get())?;
         let body = match crate::entity::transcode::transcode(wire.state.get(), wire.origin.as_str()) {
             Some((bytes, summary)) => Body::Encoded { bytes, summary, verified: None },
@@ -340,7 +345,7 @@ impl Serialize for EncodedChange {
 impl<'de> Deserialize<'de> for EncodedChange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let json = Box::<RawValue>::deserialize(d)?;
-        Self::from_raw(json).map_err(serde::de::Error::custom)
+        Self::from_json(json).map_err(serde::de::Error::custom)
     }
 }
 

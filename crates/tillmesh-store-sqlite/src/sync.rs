@@ -167,7 +167,7 @@ fn apply_remote_tx(
     peer_head: i64,
 ) -> Res<ApplyOutcome> {
     let mut outcome = ApplyOutcome::default();
-    let mut work = Working::default();
+    let mut work = Working::with_capacity(changes.len());
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
     let me = load_identity(conn)?;

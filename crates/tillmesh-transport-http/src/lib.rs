@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod join;
+mod pull;
 mod store_key;
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use reqwest::StatusCode;
 use tillmesh_domain::ports::{PeerTransport, TransportError};
 use tillmesh_domain::wire::{
     HelloV1, JoinChallengeV1, JoinFinishV1, JoinGrantV1, JoinStartV1, PullRequestV1, PullResponseV1, SessionAcceptedV1,
-    SessionChallengeV1, SessionConfirmV1, SessionOpenV1, MAX_BATCH_SIZE, PROTOCOL_VERSION,
+    SessionChallengeV1, SessionConfirmV1, SessionOpenV1, PROTOCOL_VERSION,
 };
 use tillmesh_domain::DeviceId;
 
@@ -396,14 +397,11 @@ impl PeerTransport for HttpTransport {
     async fn pull(&self, base: &str, req: &PullRequestV1) -> Result<PullResponseV1, TransportError> {
         let body = serde_json::to_vec(req).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let a = self.signed_post(base, "/peer/v1/pull", body, PULL_TIMEOUT).await?;
-        let resp: PullResponseV1 = decode(&a)?;
-        if resp.changes.len() > MAX_BATCH_SIZE {
-            return Err(TransportError::Protocol(format!(
-                "peer sent {} changes in one batch, over the limit of {MAX_BATCH_SIZE}",
-                resp.changes.len()
-            )));
+        // Errors are decoded as for any request; a batch by `pull::decode_pull`.
+        if !a.status.is_success() {
+            return decode(&a);
         }
-        Ok(resp)
+        pull::decode_pull(a.body).await
     }
 
     async fn verify_membership(&self, base: &str) -> Result<DeviceId, TransportError> {

@@ -9,18 +9,17 @@ use std::time::Duration;
 
 use serde_json::json;
 use tillmesh_domain::device::DeviceRecord;
-use tillmesh_domain::ports::{Clock, PeerTransport, Store, StoreError, TransportError};
-use tillmesh_domain::wire::{PullRequestV1, PullResponseV1, SYNC_BATCH_BYTES};
+use tillmesh_domain::ports::{Clock, PeerTransport, Store, StoreError};
 use tillmesh_domain::{DeviceId, EncodedChange, VectorClock};
 use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 
 use crate::config::base_url;
 use crate::events::{EventBus, EventKind};
 use crate::services::network::NetworkService;
 
-/// A pull's answer with the `known` vector it was asked with.
-type PullAnswer = (VectorClock, Result<PullResponseV1, TransportError>);
+mod fetch;
+
+use fetch::{PullAhead, PullPlan};
 
 /// Result of syncing with one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,14 +124,11 @@ impl SyncService {
         let state = self.store.peer_state(&peer.device_id).await.map_err(|e| (pulled, e.to_string()))?;
         let mut cursor = state.cursor;
         let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
-        // One request is always in flight while the previous batch is applied, so the
-        // peer encodes batch n+1 while this terminal stores batch n.
-        let mut inflight = Some(self.spawn_pull(&base, cursor, known));
-        // Bounded so that a peer that keeps writing cannot hold one sync forever.
-        for _ in 0..100_000 {
-            let Some(task) = inflight.take() else { break };
-            let (req_known, resp) = task.await.map_err(|e| (pulled, format!("pull task failed: {e}")))?;
-            let mut resp = resp.map_err(|e| (pulled, e.to_string()))?;
+        // Batches are fetched and checked ahead while earlier ones are stored; a
+        // return (error or rewind) drops `ahead`, which stops the fetching.
+        let mut ahead = PullAhead::start(self.plan(&base), cursor, known);
+        while let Some(fetched) = ahead.next().await {
+            let (req_known, mut resp) = fetched.map_err(|e| (pulled, e.to_string()))?;
             if resp.device_id != peer.device_id {
                 return Err((pulled, format!("{base} now answers as {}", resp.device_id)));
             }
@@ -148,6 +144,7 @@ impl SyncService {
                     epoch_start = resp.epoch_start,
                     "peer restarted from a state that may not contain our cursor; rewinding"
                 );
+                drop(ahead);
                 self.store
                     .apply_remote(&peer.device_id, Vec::new(), resp.epoch_start, resp.head)
                     .await
@@ -155,7 +152,7 @@ impl SyncService {
                 self.remember_epoch(&peer.device_id, &resp.log_epoch);
                 cursor = resp.epoch_start;
                 let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
-                inflight = Some(self.spawn_pull(&base, cursor, known));
+                ahead = PullAhead::start(self.plan(&base), cursor, known);
                 continue;
             }
             if resp.changes.len() > tillmesh_domain::wire::MAX_BATCH_SIZE {
@@ -165,29 +162,11 @@ impl SyncService {
                 return Err((pulled, "peer's log went backwards (was its database replaced?)".into()));
             }
             in_origin_order(&req_known, &mut resp.changes).map_err(|e| (pulled, e))?;
-            if resp.has_more {
-                // What this batch adds to `known` is known already; the next request can
-                // leave before the batch is stored. If storing fails, its answer is dropped.
-                let mut next_known = req_known;
-                for c in &resp.changes {
-                    next_known.observe(&c.origin, c.seq);
-                }
-                // Changes that arrived meanwhile from other peers need not come again.
-                if let Ok(stored) = self.store.known_origins().await {
-                    next_known.merge(&stored);
-                }
-                inflight = Some(self.spawn_pull(&base, resp.next, next_known));
-            }
-            let applied = self.store.apply_remote(&peer.device_id, resp.changes, resp.next, resp.head).await;
-            let outcome = match applied {
-                Ok(o) => o,
-                Err(e) => {
-                    if let Some(t) = inflight.take() {
-                        t.abort();
-                    }
-                    return Err((pulled, e.to_string()));
-                }
-            };
+            let outcome = self
+                .store
+                .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head)
+                .await
+                .map_err(|e| (pulled, e.to_string()))?;
             cursor = resp.next;
             self.remember_epoch(&peer.device_id, &resp.log_epoch);
             pulled += outcome.applied as u64;
@@ -201,36 +180,15 @@ impl SyncService {
         Ok(pulled)
     }
 
-    /// Starts one pull in the background; its answer comes with the `known` it asked with.
-    fn spawn_pull(&self, base: &str, after: u64, known: VectorClock) -> JoinHandle<PullAnswer> {
-        let transport = self.transport.clone();
-        let base = base.to_string();
-        let req = PullRequestV1 {
-            device_id: self.me.clone(),
-            after,
-            limit: self.batch_size,
-            max_bytes: SYNC_BATCH_BYTES as u64,
-            known,
-        };
-        tokio::spawn(async move {
-            let resp = match transport.pull(&base, &req).await {
-                // Checking checksums here overlaps it with storing the previous batch.
-                // A failure is left for the store, which checks again and rejects the
-                // whole batch with the usual error.
-                Ok(mut resp) => tokio::task::spawn_blocking(move || {
-                    for c in &mut resp.changes {
-                        if c.check().is_err() {
-                            break;
-                        }
-                    }
-                    resp
-                })
-                .await
-                .map_err(|e| TransportError::Protocol(format!("checking the batch failed: {e}"))),
-                Err(e) => Err(e),
-            };
-            (req.known, resp)
-        })
+    /// How this service pulls from `base`.
+    fn plan(&self, base: &str) -> PullPlan {
+        PullPlan {
+            transport: self.transport.clone(),
+            store: self.store.clone(),
+            me: self.me.clone(),
+            base: base.to_string(),
+            batch_size: self.batch_size,
+        }
     }
 
     fn remember_epoch(&self, peer: &DeviceId, epoch: &str) {
