@@ -114,6 +114,15 @@ impl Working {
         );
     }
 
+    /// Loads the states of `keys` (distinct, none loaded yet) in a few statements,
+    /// ahead of [`Working::slot`].
+    pub(crate) fn preload(&mut self, conn: &mut SqliteConnection, keys: &[&EntityKey]) -> Res<()> {
+        for (key, before) in keys.iter().zip(load_states(conn, keys)?) {
+            self.insert_slot((*key).clone(), before);
+        }
+        Ok(())
+    }
+
     /// The entity's working state, loaded from the database on first use.
     pub(crate) fn slot(&mut self, conn: &mut SqliteConnection, key: &EntityKey) -> Res<&mut Slot> {
         if !self.slots.contains_key(key) {
@@ -187,6 +196,58 @@ pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Op
         .first(conn)
         .optional()?;
     row.map(decode_state).transpose()
+}
+
+/// Keys one statement of [`load_states`] reads.
+const READ_CHUNK: usize = 16;
+
+/// The stored states of many entities, in the order of `keys` (which must be
+/// distinct), [`READ_CHUNK`] keys of a type per statement.
+///
+/// Why not `IN (…)`: diesel prepares a statement with a bind list again on every
+/// call; a fixed chain of `OR`ed equalities is prepared once, and SQLite turns it into
+/// an `IN` lookup on the primary key. Short remainders are read one by one.
+pub(crate) fn load_states(conn: &mut SqliteConnection, keys: &[&EntityKey]) -> Res<Vec<Option<EntityState>>> {
+    let mut out: Vec<Option<EntityState>> = keys.iter().map(|_| None).collect();
+    let mut by_type: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match by_type.iter_mut().find(|(t, _)| *t == key.entity_type()) {
+            Some((_, idx)) => idx.push(i),
+            None => by_type.push((key.entity_type(), vec![i])),
+        }
+    }
+    for (entity_type, idx) in by_type {
+        for chunk in idx.chunks(READ_CHUNK) {
+            if chunk.len() < READ_CHUNK / 4 {
+                for &i in chunk {
+                    out[i] = load_state(conn, keys[i])?;
+                }
+                continue;
+            }
+            // Unused places repeat the last id.
+            let ids: [&str; READ_CHUNK] = std::array::from_fn(|j| keys[chunk[j.min(chunk.len() - 1)]].entity_id());
+            macro_rules! any_id {
+                ($($j:literal)+) => { entities::entity_id.eq(ids[0]) $(.or(entities::entity_id.eq(ids[$j])))+ };
+            }
+            let rows: Vec<(String, Option<String>, Option<String>)> = entities::table
+                .left_join(
+                    change_log::table.on(change_log::pos.eq(entities::updated_pos).and(entities::state.is_null())),
+                )
+                .filter(entities::entity_type.eq(entity_type))
+                .filter(any_id!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15))
+                .select((entities::entity_id, entities::state, change_log::record.nullable()))
+                .load(conn)?;
+            for (id, own, record) in rows {
+                let i = chunk
+                    .iter()
+                    .copied()
+                    .find(|&i| keys[i].entity_id() == id)
+                    .ok_or_else(|| unexpected("read an entity that was not asked for"))?;
+                out[i] = Some(decode_state((own, record))?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn write_entity(
@@ -367,5 +428,68 @@ impl EntityStore for SqliteStore {
             Ok(StoreDigest { digest, entities, open_conflicts: to_u64(open, "conflict count")? })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tillmesh_domain::ports::{DeviceStore, SyncStore};
+    use tillmesh_domain::{ChangeRecord, EncodedChange};
+
+    use super::*;
+
+    fn key(t: &str, id: String) -> EntityKey {
+        EntityKey::new(t, id).expect("key")
+    }
+
+    fn put(v: i64) -> EntityOp {
+        EntityOp::Put { fields: [("n".to_string(), Some(json!(v)))].into_iter().collect() }
+    }
+
+    /// Reading many keys at once gives what reading them one by one gives: entities of
+    /// two types, states in the log or merged into their own column, deleted ones and
+    /// keys never written, in chunks, remainders and single reads.
+    #[tokio::test]
+    async fn states_read_together_are_the_states_read_alone() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        let me = store.local_device_id(DeviceId::parse("a").expect("id")).await.expect("identity");
+        let ops = (0..40)
+            .map(|i| (key(if i % 3 == 0 { "stock" } else { "product" }, format!("e{i}")), put(i)))
+            .chain(
+                (0..40)
+                    .step_by(7)
+                    .map(|i| (key(if i % 3 == 0 { "stock" } else { "product" }, format!("e{i}")), EntityOp::Delete)),
+            )
+            .collect();
+        store.apply_local(&me, ops, Timestamp(1)).await.expect("writes");
+        // A peer's concurrent writes: their merge is stored in the entity's own column.
+        let peer = DeviceId::parse("b").expect("id");
+        let changes: Vec<EncodedChange> = (1..=5u64)
+            .map(|seq| {
+                let mut s = EntityState::default();
+                s.apply_local_owned(put(100 + seq as i64), &peer, Timestamp(2)).expect("op");
+                let mut state = s;
+                state.context.observe(&peer, seq);
+                ChangeRecord::new(peer.clone(), seq, key("product", format!("e{seq}")), Timestamp(2), state).into()
+            })
+            .collect();
+        store.apply_remote(&peer, changes, 5, 5).await.expect("merge");
+        let keys: Vec<EntityKey> =
+            (0..60).rev().map(|i| key(if i % 3 == 0 { "stock" } else { "product" }, format!("e{i}"))).collect();
+        for n in [0, 1, 3, 4, 16, 17, 35, 60] {
+            let owned: Vec<EntityKey> = keys.iter().take(n).cloned().collect();
+            let (together, alone) = store
+                .read(move |conn| {
+                    let asked: Vec<&EntityKey> = owned.iter().collect();
+                    let together = load_states(conn, &asked)?;
+                    let alone = asked.iter().map(|k| load_state(conn, k)).collect::<Res<Vec<_>>>()?;
+                    Ok((together, alone))
+                })
+                .await
+                .expect("reads");
+            assert_eq!(together, alone, "{n} keys");
+            assert_eq!(together.iter().filter(|s| s.is_some()).count(), n.saturating_sub(20).min(40), "{n} keys");
+        }
     }
 }

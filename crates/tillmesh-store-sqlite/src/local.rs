@@ -24,7 +24,7 @@ use tillmesh_domain::digest::entity_hash_of;
 use tillmesh_domain::ports::{LocalOutcome, Outbox, StoreError};
 use tillmesh_domain::{ChangeRecord, Checksum, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
 
-use crate::entities::{conflict_update, load_state, write_conflict_update, write_entity, ConflictUpdate};
+use crate::entities::{conflict_update, load_states, write_conflict_update, write_entity, ConflictUpdate};
 use crate::json::record_json;
 use crate::queue::insert_operation;
 use crate::store::{unexpected, Res};
@@ -212,7 +212,8 @@ fn plan(ops: Vec<(EntityKey, EntityOp)>, split: bool) -> [Group; 2] {
 
 /// Reads the stored state of each of the group's entities.
 fn read_states(conn: &mut SqliteConnection, group: &mut Group) -> Res<()> {
-    group.entities = group.first_ops.iter().map(|&i| load_state(conn, &group.ops[i].key)).collect::<Res<_>>()?;
+    let keys: Vec<&EntityKey> = group.first_ops.iter().map(|&i| &group.ops[i].key).collect();
+    group.entities = load_states(conn, &keys)?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! progress (the known vector), paging the log for pullers, applying peers' batches,
 //! and per-peer cursors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 use diesel::SqliteConnection;
@@ -171,6 +171,25 @@ fn apply_remote_tx(
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
     let me = load_identity(conn)?;
+    // The entities of changes past their origin's progress (all but duplicates, as a
+    // rule) are read together.
+    // In the order the changes come, which is the order their rows are written in.
+    let (mut wanted, mut seen) = (Vec::with_capacity(changes.len()), HashSet::with_capacity(changes.len()));
+    for c in &changes {
+        let origin = c.header.origin.as_str();
+        let held = match progress.get(origin) {
+            Some(&(held, _)) => held,
+            None => {
+                let held = load_progress(conn, origin)?;
+                progress.insert(origin.to_string(), (held, held));
+                held
+            }
+        };
+        if c.header.seq > held && seen.insert(&c.header.key) {
+            wanted.push(&c.header.key);
+        }
+    }
+    work.preload(conn, &wanted)?;
     for VerifiedChange { header, json, entity_hash, state } in changes {
         let (origin, seq) = (header.origin.as_str(), header.seq);
         let entry = match progress.get_mut(origin) {
