@@ -224,6 +224,12 @@ impl EncodedChange {
     /// # Errors
     /// The text is not a change record.
     pub fn from_json(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        // A record as this crate writes it is read in one pass; anything else (other
+        // field order, a state in another form) the usual way, which then decides.
+        if let Some((f, bytes, summary)) = crate::entity::transcode::transcode_record(json.get()) {
+            let header = RecordHeader { origin: f.origin, seq: f.seq, key: f.key, at: f.at, checksum: f.checksum };
+            return Ok(Self { header, json, body: Body::Encoded { bytes, summary, verified: None } });
+        }
         let wire: WireRecord<'_> = serde_json::from_str(json.get())?;
         let body = match crate::entity::transcode::transcode(wire.state.get(), wire.origin.as_str()) {
             Some((bytes, summary)) => Body::Encoded { bytes, summary, verified: None },

@@ -22,7 +22,9 @@ use serde_json::Value;
 
 use super::{depth, MAX_VALUE_DEPTH};
 use crate::canonical::Encoder;
-use crate::ids::validate_name;
+use crate::checksum::Checksum;
+use crate::ids::{validate_name, DeviceId, EntityKey};
+use crate::time::Timestamp;
 
 /// What the caller learns about a state besides its canonical bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,39 @@ pub fn transcode(json: &str, origin: &str) -> Option<(Vec<u8>, StateSummary)> {
         origin_in_context: cx.devices.iter().any(|(d, _)| *d == origin),
     };
     Some((cx.enc.finish(), summary))
+}
+
+/// A change record's fields besides its state, as [`transcode_record`] reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordFields {
+    /// Device where the change was made.
+    pub origin: DeviceId,
+    /// Per-origin sequence number.
+    pub seq: u64,
+    /// The entity changed.
+    pub key: EntityKey,
+    /// Origin's wall-clock time of the change.
+    pub at: Timestamp,
+    /// The record's checksum as written.
+    pub checksum: Checksum,
+}
+
+/// [`transcode`] of the state inside a whole change record's JSON, read in the same
+/// pass as the record's other fields (a receiver otherwise scans the state's text
+/// once to delimit it and once more to transcode it). `None` unless the record is in
+/// the exact form this crate writes — its fields in declaration order, nothing else —
+/// and its state transcodes; the caller then reads it the usual way.
+pub fn transcode_record(json: &str) -> Option<(RecordFields, Vec<u8>, StateSummary)> {
+    let mut cx = Cx { enc: Encoder::with_capacity(json.len()), devices: Vec::new(), alive: 0, may_conflict: false };
+    let mut de = serde_json::Deserializer::from_str(json);
+    let fields = de.deserialize_map(RecordV(&mut cx)).ok()?;
+    de.end().ok()?;
+    let summary = StateSummary {
+        deleted: !cx.devices.is_empty() && cx.alive == 0,
+        may_conflict: cx.may_conflict,
+        origin_in_context: cx.devices.iter().any(|(d, _)| *d == fields.origin.as_str()),
+    };
+    Some((fields, cx.enc.finish(), summary))
 }
 
 struct Cx<'de> {
@@ -137,6 +172,39 @@ impl<'de> Visitor<'de> for StateV<'_, 'de> {
     }
 }
 
+/// `{"origin", "seq", "key", "at", "state", "checksum"}`, in this order.
+struct RecordV<'c, 'de>(&'c mut Cx<'de>);
+
+impl<'de> Visitor<'de> for RecordV<'_, 'de> {
+    type Value = RecordFields;
+    expecting!("a change record");
+
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RecordFields, A::Error> {
+        fn next<'de, A: MapAccess<'de>>(m: &mut A, name: &str) -> Result<(), A::Error> {
+            match m.next_key::<&'de str>()? {
+                Some(k) if k == name => Ok(()),
+                _ => Err(give_up("not a record in written form")),
+            }
+        }
+        next(&mut m, "origin")?;
+        let origin = m.next_value()?;
+        next(&mut m, "seq")?;
+        let seq = m.next_value()?;
+        next(&mut m, "key")?;
+        let key = m.next_value()?;
+        next(&mut m, "at")?;
+        let at = m.next_value()?;
+        next(&mut m, "state")?;
+        m.next_value_seed(Seed(StateV(self.0)))?;
+        next(&mut m, "checksum")?;
+        let checksum = m.next_value()?;
+        if m.next_key::<&'de str>()?.is_some() {
+            return Err(give_up("unexpected key"));
+        }
+        Ok(RecordFields { origin, seq, key, at, checksum })
+    }
+}
+
 /// Runs a visitor as a seed: maps through `deserialize_map`, sequences through
 /// `deserialize_seq`, values through `deserialize_any`.
 struct Seed<V>(V);
@@ -174,6 +242,7 @@ struct DeviceCountsV<'c, 'de> {
     clock: Option<&'c mut Vec<(&'de str, u64)>>,
 }
 shape!(DeviceCountsV, deserialize_map);
+shape!(StateV, deserialize_map);
 
 impl<'de> Visitor<'de> for DeviceCountsV<'_, 'de> {
     type Value = ();

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::{transcode, StateSummary};
+use super::{transcode, transcode_record, StateSummary};
 use crate::canonical::state_bytes;
 use crate::entity::tests::{apply, counter, dev, put, run, steps};
 use crate::entity::EntityState;
@@ -153,4 +153,95 @@ fn values_equal_as_json_but_unsorted_objects_still_agree() {
     assert!(agrees(text));
     let v: Value = serde_json::from_str(r#"{"b":1,"a":2}"#).expect("json");
     assert_eq!(v, json!({"a": 2, "b": 1}));
+}
+
+/// A record of `state` by device "a", as this crate writes it.
+fn record_text(state: &EntityState, seq: u64) -> String {
+    let mut state = state.clone();
+    state.context.observe(&dev("a"), seq);
+    crate::change::EncodedChange::new(crate::change::ChangeRecord::new(
+        dev("a"),
+        seq,
+        key(),
+        crate::time::Timestamp(1_700_000_000_000 + seq as i64),
+        state,
+    ))
+    .into_json()
+}
+
+/// Asserts that reading the whole record in one pass agrees with reading its fields
+/// and then transcoding its state (or gives up); returns whether it read it.
+fn record_agrees(text: &str) -> bool {
+    let Some((fields, bytes, summary)) = transcode_record(text) else { return false };
+    let usual: crate::change::ChangeRecord =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("accepted a record the usual path refuses ({e}): {text}"));
+    assert_eq!(
+        (fields.origin, fields.seq, fields.key, fields.at, fields.checksum),
+        (usual.origin.clone(), usual.seq, usual.key.clone(), usual.at, usual.checksum),
+        "fields of {text}"
+    );
+    usual.state.validate().unwrap_or_else(|e| panic!("accepted an invalid state ({e}): {text}"));
+    assert_eq!(bytes, state_bytes(&usual.state), "bytes of {text}");
+    assert_eq!(summary, summary_of(&usual.state, usual.origin.as_str()), "summary of {text}");
+    true
+}
+
+#[test]
+fn records_in_another_form_are_left_to_the_usual_path() {
+    let mut s = EntityState::default();
+    apply(&mut s, &put(&[("name", json!("x"))]), "a", 1);
+    apply(&mut s, &counter("stock", -2), "b", 2);
+    let text = record_text(&s, 3);
+    assert!(record_agrees(&text), "the written form is read in one pass");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let reordered = {
+        let o = v.as_object().expect("object");
+        let mut keys: Vec<&String> = o.keys().collect();
+        keys.reverse();
+        let body: Vec<String> = keys.iter().map(|k| format!("{}:{}", json!(k), o[k.as_str()])).collect();
+        format!("{{{}}}", body.join(","))
+    };
+    let mut extra = v.clone();
+    extra["note"] = json!("hi");
+    let mut missing = v.clone();
+    missing.as_object_mut().expect("object").remove("checksum");
+    for other in
+        [reordered, serde_json::to_string(&extra).expect("json"), serde_json::to_string(&missing).expect("json")]
+    {
+        assert!(transcode_record(&other).is_none(), "gave up on {other}");
+    }
+    // The usual path still reads what this one leaves, and both make the same record.
+    let raw = |t: &str| serde_json::value::RawValue::from_string(t.to_string()).expect("json");
+    let fast = crate::change::EncodedChange::from_json(raw(&text)).expect("decodes");
+    let slow =
+        crate::change::EncodedChange::from_json(raw(&serde_json::to_string(&extra).expect("json"))).expect("decodes");
+    assert_eq!(fast, slow);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every record of every state a history produces is read in one pass, with the
+    /// same fields, bytes and summary as the usual path.
+    #[test]
+    fn every_written_record_is_read_in_one_pass(steps in steps()) {
+        let (emitted, replicas) = run(&steps);
+        for (i, s) in emitted.iter().chain(replicas.iter()).enumerate() {
+            let text = record_text(s, i as u64 + 1);
+            prop_assert!(record_agrees(&text), "gave up on {}", text);
+        }
+    }
+
+    /// Mangled records: read alike or left to the usual path, never accepted wrongly.
+    #[test]
+    fn mangled_records_are_never_accepted_wrongly(steps in steps(), cut in any::<proptest::sample::Index>(), byte in any::<u8>()) {
+        let (emitted, _) = run(&steps);
+        prop_assume!(!emitted.is_empty());
+        let mut bytes = record_text(cut.get(&emitted), 1).into_bytes();
+        let i = cut.index(bytes.len());
+        bytes[i] = byte;
+        if let Ok(mangled) = String::from_utf8(bytes) {
+            record_agrees(&mangled);
+        }
+    }
 }
