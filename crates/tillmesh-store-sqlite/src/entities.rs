@@ -19,6 +19,7 @@ use crate::json::to_json;
 use crate::local::apply_local_tx;
 use crate::schema::{change_log, conflicts, entities};
 use crate::store::{corrupt, sql_limit, to_u64, unexpected, Res, SqliteStore};
+use crate::sync::INSERT_CHUNK;
 
 /// One entity touched by the current transaction.
 pub(crate) struct Slot {
@@ -137,6 +138,7 @@ impl Working {
     pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<Vec<Conflict>> {
         let Working { order, mut slots } = self;
         let mut opened = Vec::new();
+        let mut rows = Vec::with_capacity(order.len());
         for key in order {
             let Some(mut slot) = slots.remove(&key) else {
                 continue;
@@ -147,19 +149,20 @@ impl Working {
             if let Some(p) = &slot.pending {
                 // New to this store and without competing writes: no conflict rows.
                 let hash = slot.hash.ok_or_else(|| unexpected("an undecoded state without its hash"))?;
-                write_entity(conn, &key, p.summary.deleted, None, &hash, slot.last_pos)?;
+                rows.push(EntityRowWrite { key, deleted: p.summary.deleted, json: None, hash, pos: slot.last_pos });
             } else if slot.before.as_ref() != Some(&slot.state) {
                 let json = if slot.state_in_log { None } else { Some(to_json(&slot.state)?) };
                 let hash = match slot.hash {
                     Some(hash) => hash,
                     None => entity_hash(&key, &slot.state),
                 };
-                write_entity(conn, &key, slot.state.is_deleted(), json, &hash, slot.last_pos)?;
                 if let Some(update) = conflict_update(&key, slot.before.as_ref(), &slot.state) {
                     opened.extend(write_conflict_update(conn, &key, update)?);
                 }
+                rows.push(EntityRowWrite { key, deleted: slot.state.is_deleted(), json, hash, pos: slot.last_pos });
             }
         }
+        write_entities(conn, rows)?;
         Ok(opened)
     }
 }
@@ -268,6 +271,43 @@ pub(crate) fn write_entity(
             entities::updated_pos.eq(pos),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// An entity row to write (see [`write_entity`]).
+pub(crate) struct EntityRowWrite {
+    pub(crate) key: EntityKey,
+    pub(crate) deleted: bool,
+    pub(crate) json: Option<String>,
+    pub(crate) hash: Checksum,
+    pub(crate) pos: i64,
+}
+
+/// [`write_entity`] for many rows, [`INSERT_CHUNK`] per statement.
+pub(crate) fn write_entities(conn: &mut SqliteConnection, rows: Vec<EntityRowWrite>) -> Res<()> {
+    let mut rows = rows.into_iter();
+    while rows.len() >= INSERT_CHUNK {
+        let chunk: Vec<_> = rows
+            .by_ref()
+            .take(INSERT_CHUNK)
+            .map(|r| {
+                (
+                    entities::entity_type.eq(r.key.entity_type().to_string()),
+                    entities::entity_id.eq(r.key.entity_id().to_string()),
+                    entities::state.eq(r.json),
+                    entities::state_hash.eq(r.hash.as_bytes().to_vec()),
+                    entities::deleted.eq(r.deleted),
+                    entities::updated_pos.eq(r.pos),
+                )
+            })
+            .collect();
+        let chunk: [_; INSERT_CHUNK] =
+            chunk.try_into().map_err(|_| unexpected("a chunk of entity rows changed size"))?;
+        diesel::replace_into(entities::table).values(chunk).execute(conn)?;
+    }
+    for r in rows {
+        write_entity(conn, &r.key, r.deleted, r.json, &r.hash, r.pos)?;
+    }
     Ok(())
 }
 

@@ -24,11 +24,13 @@ use tillmesh_domain::digest::entity_hash_of;
 use tillmesh_domain::ports::{LocalOutcome, Outbox, StoreError};
 use tillmesh_domain::{ChangeRecord, Checksum, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
 
-use crate::entities::{conflict_update, load_states, write_conflict_update, write_entity, ConflictUpdate};
+use crate::entities::{
+    conflict_update, load_states, write_conflict_update, write_entities, ConflictUpdate, EntityRowWrite,
+};
 use crate::json::record_json;
 use crate::queue::insert_operation;
 use crate::store::{unexpected, Res};
-use crate::sync::{append_local_at, load_identity, load_progress, save_progress, LogAppender};
+use crate::sync::{append_local_all, load_identity, load_progress, save_progress, LogAppender};
 
 /// Batches of at least this many ops share their domain work with a second thread;
 /// below it, handing work over costs more than it saves (~40 µs until the other thread
@@ -156,18 +158,23 @@ fn numbers(seq0: u64, pos0: i64, index: usize) -> Res<(u64, i64)> {
 /// Stores what a group made: its records, then its entity rows and conflict rows.
 /// `own`: `device` is this terminal's identity.
 fn store(conn: &mut SqliteConnection, device: &DeviceId, own: bool, made: &mut Made) -> Res<()> {
-    for (seq, pos, json) in &made.records {
-        append_local_at(conn, device, *seq, *pos, own, json)?;
-    }
+    append_local_all(conn, device, own, &mut made.records)?;
+    let mut rows = Vec::with_capacity(made.rows.len());
     for row in &mut made.rows {
         if let Some(w) = &mut row.write {
-            write_entity(conn, &row.key, row.state.is_deleted(), None, &w.hash, w.pos)?;
             if let Some(update) = w.conflicts.take() {
                 write_conflict_update(conn, &row.key, update)?;
             }
+            rows.push(EntityRowWrite {
+                key: row.key.clone(),
+                deleted: row.state.is_deleted(),
+                json: None,
+                hash: w.hash,
+                pos: w.pos,
+            });
         }
     }
-    Ok(())
+    write_entities(conn, rows)
 }
 
 /// Splits the batch by entity: every op of an entity goes to the same group, in batch

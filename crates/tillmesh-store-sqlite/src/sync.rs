@@ -137,6 +137,46 @@ pub(crate) fn append_local_at(
     Ok(())
 }
 
+/// Rows one multi-row `INSERT` writes: one statement of 16 rows costs less than 16
+/// single-row ones (diesel walks, binds and resets once; measured +5-11% on bare
+/// inserts of 548-byte rows). Diesel prepares it once only with owned values.
+pub(crate) const INSERT_CHUNK: usize = 16;
+
+/// [`append_local_at`] for many records at once, each `(seq, pos, json)`; the JSON
+/// texts are moved out.
+pub(crate) fn append_local_all(
+    conn: &mut SqliteConnection,
+    origin: &DeviceId,
+    own: bool,
+    records: &mut [(u64, i64, String)],
+) -> Res<()> {
+    let mut chunks = records.chunks_exact_mut(INSERT_CHUNK);
+    for chunk in &mut chunks {
+        let mut rows = Vec::with_capacity(INSERT_CHUNK);
+        for (seq, pos, json) in chunk.iter_mut() {
+            rows.push((
+                change_log::pos.eq(*pos),
+                change_log::origin.eq(origin.as_str().to_string()),
+                change_log::seq.eq(to_i64(*seq, "sequence")?),
+                change_log::record.eq(std::mem::take(json)),
+                change_log::own.eq(own),
+            ));
+        }
+        let rows: [_; INSERT_CHUNK] = rows.try_into().map_err(|_| unexpected("a chunk of records changed size"))?;
+        let inserted = diesel::insert_or_ignore_into(change_log::table).values(rows).execute(conn)?;
+        if inserted != INSERT_CHUNK {
+            let (first, last) = (chunk[0].0, chunk[INSERT_CHUNK - 1].0);
+            return Err(unexpected(format!(
+                "changes {origin}#{first}..{last} or their log positions are already in the log: origin progress is behind the log"
+            )));
+        }
+    }
+    for (seq, pos, json) in chunks.into_remainder() {
+        append_local_at(conn, origin, *seq, *pos, own, json)?;
+    }
+    Ok(())
+}
+
 /// Checks a peer's batch before anything is written: every record's checksum and
 /// invariants, and that numbers fit SQLite. Each record keeps its JSON (stored as
 /// received) and its state's canonical bytes (for the entity hash).
