@@ -28,7 +28,9 @@
 //! uses both cores (see `local.rs`); every SQL statement stays on the writer.
 //! A file store's WAL is checkpointed by a thread of its own with a fifth connection,
 //! at most 250 ms after a commit, instead of inside whichever commit crossed SQLite's
-//! size limit (the writer's own limit stays as a safety net at 8,000 pages).
+//! size limit. The writer's own limit stays as a safety net at 32,000 pages (256 MB):
+//! a long sync outruns the checkpointer, which syncs the WAL but cannot empty it
+//! until the burst ends; the WAL file is cut back to 64 MB once a checkpoint emptied it.
 //!
 //! # Semantics worth knowing
 //! * A change is held iff its `(origin, seq)` is in the log. `apply_remote` treats such
