@@ -107,6 +107,39 @@ impl LogAppender {
     }
 }
 
+impl LogAppender {
+    /// Appends [`INSERT_CHUNK`] received records with one statement, each `(origin,
+    /// seq, own, json)`, at the next positions in order; `false` (and nothing
+    /// appended) when any of them is held already — the caller then appends them one
+    /// by one, which skips the held ones without leaving gaps in the positions.
+    pub(crate) fn append_all(
+        &mut self,
+        conn: &mut SqliteConnection,
+        records: &[(&DeviceId, u64, bool, &str)],
+    ) -> Res<bool> {
+        let mut rows = Vec::with_capacity(INSERT_CHUNK);
+        for (i, (origin, seq, own, json)) in records.iter().enumerate() {
+            rows.push((
+                change_log::pos.eq(self.next + to_i64(i as u64, "log position")?),
+                change_log::origin.eq(origin.as_str().to_string()),
+                change_log::seq.eq(to_i64(*seq, "sequence")?),
+                change_log::record.eq((*json).to_string()),
+                change_log::own.eq(*own),
+            ));
+        }
+        let rows: [_; INSERT_CHUNK] = rows.try_into().map_err(|_| unexpected("a chunk of records changed size"))?;
+        let inserted = diesel::insert_or_ignore_into(change_log::table).values(rows).execute(conn)?;
+        if inserted == INSERT_CHUNK {
+            self.next += INSERT_CHUNK as i64;
+            return Ok(true);
+        }
+        // Every position from `next` on was free when the transaction began (see
+        // `LogAppender::new`) and only this statement wrote there since.
+        diesel::delete(change_log::table.filter(change_log::pos.ge(self.next))).execute(conn)?;
+        Ok(false)
+    }
+}
+
 /// Appends a record this terminal just made at log position `pos`, which the caller
 /// took from [`LogAppender::next`] before the batch (op `i` of a batch goes to
 /// `next + i`, whatever order its records are made in). Its sequence number comes
@@ -212,8 +245,8 @@ fn apply_remote_tx(
     let mut log = LogAppender::new(conn)?;
     let me = load_identity(conn)?;
     // The entities of changes past their origin's progress (all but duplicates, as a
-    // rule) are read together.
-    // In the order the changes come, which is the order their rows are written in.
+    // rule) are read together, in the order the changes come (which is the order their
+    // rows are written in).
     let (mut wanted, mut seen) = (Vec::with_capacity(changes.len()), HashSet::with_capacity(changes.len()));
     for c in &changes {
         let origin = c.header.origin.as_str();
@@ -230,8 +263,10 @@ fn apply_remote_tx(
         }
     }
     work.preload(conn, &wanted)?;
-    for VerifiedChange { header, json, entity_hash, state } in changes {
-        let (origin, seq) = (header.origin.as_str(), header.seq);
+    // Changes not known to be held, appended INSERT_CHUNK at a time.
+    let mut pending: Vec<(VerifiedChange, bool)> = Vec::with_capacity(INSERT_CHUNK);
+    for change in changes {
+        let (origin, seq) = (change.header.origin.as_str(), change.header.seq);
         let entry = match progress.get_mut(origin) {
             Some(e) => e,
             None => {
@@ -248,16 +283,16 @@ fn apply_remote_tx(
             outcome.duplicates += 1;
             continue;
         }
-        let Some(pos) = log.append(conn, &header.origin, seq, own, &json)? else {
-            outcome.duplicates += 1;
-            continue;
-        };
         // Per-origin sequences normally arrive in order; after a gap the progress
-        // still moves to the maximum (see the crate docs).
+        // still moves to the maximum (see the crate docs). A change the index finds
+        // held leaves it as is: the progress is the highest sequence held already.
         entry.1 = entry.1.max(seq);
-        outcome.applied += 1;
-        work.slot(conn, &header.key)?.receive(state, json, entity_hash, pos)?;
+        pending.push((change, own));
+        if pending.len() == INSERT_CHUNK {
+            append_received(conn, &mut log, &mut work, &mut outcome, &mut pending)?;
+        }
     }
+    append_received(conn, &mut log, &mut work, &mut outcome, &mut pending)?;
     outcome.new_conflicts = work.flush(conn)?;
     for (origin, (before, now)) in progress {
         if now > before {
@@ -275,6 +310,39 @@ fn apply_remote_tx(
         .set((peer_cursors::cursor.eq(next), peer_cursors::peer_head.eq(peer_head)))
         .execute(conn)?;
     Ok(outcome)
+}
+
+/// Appends received changes to the log (together when there are [`INSERT_CHUNK`] and
+/// none is held, else one by one) and joins each appended one into its entity.
+fn append_received(
+    conn: &mut SqliteConnection,
+    log: &mut LogAppender,
+    work: &mut Working,
+    outcome: &mut ApplyOutcome,
+    pending: &mut Vec<(VerifiedChange, bool)>,
+) -> Res<()> {
+    let first = log.next();
+    let together = pending.len() == INSERT_CHUNK && {
+        let records: Vec<(&DeviceId, u64, bool, &str)> =
+            pending.iter().map(|(c, own)| (&c.header.origin, c.header.seq, *own, c.json.as_str())).collect();
+        log.append_all(conn, &records)?
+    };
+    for (i, (VerifiedChange { header, json, entity_hash, state }, own)) in pending.drain(..).enumerate() {
+        let pos = if together {
+            first + i as i64
+        } else {
+            match log.append(conn, &header.origin, header.seq, own, &json)? {
+                Some(pos) => pos,
+                None => {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+            }
+        };
+        outcome.applied += 1;
+        work.slot(conn, &header.key)?.receive(state, json, entity_hash, pos)?;
+    }
+    Ok(())
 }
 
 /// The body of `changes_after`, inside a read transaction.

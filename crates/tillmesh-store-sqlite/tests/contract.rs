@@ -37,6 +37,7 @@ contract!(
     changes_after_bounds_the_scan,
     apply_remote_replicates_state,
     duplicates_are_noops,
+    held_changes_inside_a_large_batch_leave_no_gaps,
     own_records_echoed_back_are_duplicates,
     own_records_received_back_after_data_loss_continue_the_sequence,
     tampered_batch_is_rejected_whole,
@@ -456,6 +457,34 @@ mod cases {
         let mixed = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("apply mixed");
         assert_eq!((mixed.applied, mixed.duplicates), (1, 5));
         assert_eq!(digest(&bb).await, digest(&a).await);
+    }
+
+    /// Received changes are appended many per statement; a held change among them
+    /// sends its statement's changes one by one, so the log keeps contiguous positions
+    /// and a peer pulling it page by page misses nothing.
+    pub async fn held_changes_inside_a_large_batch_leave_no_gaps(b: Backend) {
+        let a = b.node("a").await;
+        let bb = b.node("b").await;
+        let cc = b.node("c").await;
+        let ops = (0..50).map(|i| (key("item", &format!("i{i:02}")), put(&[("n", json!(i))]))).collect();
+        write(&a, ops, 1).await;
+        let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        assert_eq!(page.changes.len(), 50);
+        // The first 20 arrive first (say, relayed by another peer): of the batch's
+        // statements of 16, the first holds only held changes, the second some.
+        let early: Vec<_> = page.changes[..20].to_vec();
+        let first = bb.store.apply_remote(&a.id, early, 0, 0).await.expect("apply some");
+        assert_eq!((first.applied, first.duplicates), (20, 0));
+        let all = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("apply all");
+        assert_eq!((all.applied, all.duplicates), (30, 20));
+        assert_eq!(bb.store.log_head().await.expect("head"), 50);
+        let log = bb.store.changes_after(0, 1000, usize::MAX, &VectorClock::new()).await.expect("log");
+        assert_eq!((log.changes.len(), log.next), (50, 50), "positions 1..=50, no gaps");
+        let seqs: BTreeSet<u64> = log.changes.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, (1..=50).collect(), "every change once");
+        assert_eq!(digest(&bb).await, digest(&a).await);
+        pull_pages(&bb, &cc, 7, usize::MAX).await;
+        assert_eq!(digest(&cc).await, digest(&a).await);
     }
 
     /// This terminal's own records are held by sequence (they are not in the
