@@ -77,7 +77,8 @@ async fn fetch(plan: PullPlan, mut after: u64, mut known: VectorClock, tx: mpsc:
         };
         let answer = plan.transport.pull(&plan.base, &req).await;
         let more = match &answer {
-            // A position that does not advance is refused by the consumer.
+            // A position that does not advance ends the fetching (the consumer refuses
+            // one that goes back).
             Ok(resp) if resp.has_more && resp.next > after => {
                 // What this batch adds to `known` is known already to the next request.
                 // Changes that arrived meanwhile from other peers need not come again.
