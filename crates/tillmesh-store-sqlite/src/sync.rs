@@ -122,16 +122,9 @@ impl LogAppender {
     ) -> Res<bool> {
         let mut rows = Vec::with_capacity(INSERT_CHUNK);
         for (i, (origin, seq, own, json)) in records.iter().enumerate() {
-            rows.push((
-                change_log::pos.eq(self.next + to_i64(i as u64, "log position")?),
-                change_log::origin.eq(origin.as_str().to_string()),
-                change_log::seq.eq(to_i64(*seq, "sequence")?),
-                change_log::record.eq((*json).to_string()),
-                change_log::own.eq(*own),
-            ));
+            rows.push(log_row(self.next + to_i64(i as u64, "log position")?, origin, *seq, (*json).to_string(), *own)?);
         }
-        let rows: [_; INSERT_CHUNK] = rows.try_into().map_err(|_| unexpected("a chunk of records changed size"))?;
-        let inserted = diesel::insert_or_ignore_into(change_log::table).values(rows).execute(conn)?;
+        let inserted = insert_log_rows(conn, rows)?;
         if inserted == INSERT_CHUNK {
             self.next += INSERT_CHUNK as i64;
             return Ok(true);
@@ -173,6 +166,32 @@ pub(crate) fn append_local_at(
     Ok(())
 }
 
+/// A change-log row with owned values (so that a multi-row statement of them gets a
+/// static query id and is prepared once).
+type LogRow = (
+    diesel::dsl::Eq<change_log::pos, i64>,
+    diesel::dsl::Eq<change_log::origin, String>,
+    diesel::dsl::Eq<change_log::seq, i64>,
+    diesel::dsl::Eq<change_log::record, String>,
+    diesel::dsl::Eq<change_log::own, bool>,
+);
+
+fn log_row(pos: i64, origin: &DeviceId, seq: u64, json: String, own: bool) -> Res<LogRow> {
+    Ok((
+        change_log::pos.eq(pos),
+        change_log::origin.eq(origin.as_str().to_string()),
+        change_log::seq.eq(to_i64(seq, "sequence")?),
+        change_log::record.eq(json),
+        change_log::own.eq(own),
+    ))
+}
+
+/// `INSERT OR IGNORE`s [`INSERT_CHUNK`] rows with one statement; returns how many went in.
+fn insert_log_rows(conn: &mut SqliteConnection, rows: Vec<LogRow>) -> Res<usize> {
+    let rows: [LogRow; INSERT_CHUNK] = rows.try_into().map_err(|_| unexpected("a chunk of records changed size"))?;
+    Ok(diesel::insert_or_ignore_into(change_log::table).values(rows).execute(conn)?)
+}
+
 /// [`append_local_at`] for many records at once, each `(seq, pos, json)`; the JSON
 /// texts are moved out.
 pub(crate) fn append_local_all(
@@ -185,16 +204,9 @@ pub(crate) fn append_local_all(
     for chunk in &mut chunks {
         let mut rows = Vec::with_capacity(INSERT_CHUNK);
         for (seq, pos, json) in chunk.iter_mut() {
-            rows.push((
-                change_log::pos.eq(*pos),
-                change_log::origin.eq(origin.as_str().to_string()),
-                change_log::seq.eq(to_i64(*seq, "sequence")?),
-                change_log::record.eq(std::mem::take(json)),
-                change_log::own.eq(own),
-            ));
+            rows.push(log_row(*pos, origin, *seq, std::mem::take(json), own)?);
         }
-        let rows: [_; INSERT_CHUNK] = rows.try_into().map_err(|_| unexpected("a chunk of records changed size"))?;
-        let inserted = diesel::insert_or_ignore_into(change_log::table).values(rows).execute(conn)?;
+        let inserted = insert_log_rows(conn, rows)?;
         if inserted != INSERT_CHUNK {
             let (first, last) = (chunk[0].0, chunk[INSERT_CHUNK - 1].0);
             return Err(unexpected(format!(
