@@ -189,10 +189,17 @@ fn state_of_record(record: &str) -> Res<EntityState> {
     serde_json::from_str::<StateOfRecord>(record).map(|r| r.state).map_err(|e| corrupt("change record of an entity", e))
 }
 
+/// Entity rows with the change record that holds their state when the row does not
+/// (`state` NULL: the record at `updated_pos`).
+#[diesel::dsl::auto_type]
+fn with_logged_state() -> _ {
+    entities::table
+        .left_join(change_log::table.on(change_log::pos.eq(entities::updated_pos).and(entities::state.is_null())))
+}
+
 /// The stored state of one entity.
 pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Option<EntityState>> {
-    let row: Option<StateColumns> = entities::table
-        .left_join(change_log::table.on(change_log::pos.eq(entities::updated_pos).and(entities::state.is_null())))
+    let row: Option<StateColumns> = with_logged_state()
         .filter(entities::entity_type.eq(key.entity_type()))
         .filter(entities::entity_id.eq(key.entity_id()))
         .select((entities::state, change_log::record.nullable()))
@@ -232,10 +239,7 @@ pub(crate) fn load_states(conn: &mut SqliteConnection, keys: &[&EntityKey]) -> R
             macro_rules! any_id {
                 ($($j:literal)+) => { entities::entity_id.eq(ids[0]) $(.or(entities::entity_id.eq(ids[$j])))+ };
             }
-            let rows: Vec<(String, Option<String>, Option<String>)> = entities::table
-                .left_join(
-                    change_log::table.on(change_log::pos.eq(entities::updated_pos).and(entities::state.is_null())),
-                )
+            let rows: Vec<(String, Option<String>, Option<String>)> = with_logged_state()
                 .filter(entities::entity_type.eq(entity_type))
                 .filter(any_id!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15))
                 .select((entities::entity_id, entities::state, change_log::record.nullable()))
@@ -410,10 +414,7 @@ impl EntityStore for SqliteStore {
         let entity_type = entity_type.to_string();
         self.read(move |conn| {
             // Every valid id is non-empty, so "after the empty string" means from the start.
-            let rows: Vec<(String, Option<String>, Option<String>)> = entities::table
-                .left_join(
-                    change_log::table.on(change_log::pos.eq(entities::updated_pos).and(entities::state.is_null())),
-                )
+            let rows: Vec<(String, Option<String>, Option<String>)> = with_logged_state()
                 .filter(entities::entity_type.eq(&entity_type))
                 .filter(entities::entity_id.gt(after.unwrap_or_default()))
                 .order(entities::entity_id)
