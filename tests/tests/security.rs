@@ -74,6 +74,7 @@ struct Reply {
     json: Value,
     body: Vec<u8>,
     sig: Option<String>,
+    media: String,
 }
 
 fn send(http: &reqwest::blocking::Client, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Result<Reply> {
@@ -84,9 +85,10 @@ fn send(http: &reqwest::blocking::Client, url: &str, headers: &[(&str, String)],
     let resp = req.send()?;
     let status = resp.status().as_u16();
     let sig = resp.headers().get(HEADER_SIG).and_then(|v| v.to_str().ok()).map(String::from);
+    let media = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let body = resp.bytes()?.to_vec();
     let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Ok(Reply { status, json, body, sig })
+    Ok(Reply { status, json, body, sig, media })
 }
 
 impl PeerSession {
@@ -259,6 +261,40 @@ fn a_replayed_signed_request_is_refused() -> Result<()> {
     let newer = s.sign("/peer/v1/pull", &body);
     assert_eq!(s.post("/peer/v1/pull", &newer, &body)?.status, 200);
     assert_eq!(s.post("/peer/v1/pull", &headers, &body)?.status, 401);
+    Ok(())
+}
+
+#[test]
+fn a_puller_that_asks_for_lines_gets_the_same_batch_as_lines() -> Result<()> {
+    let a = TerminalProcess::start(&[])?;
+    for i in 0..5 {
+        put(&a, &format!("product/p{i}"), json!({"name": format!("Item {i}"), "note": "two\nlines"}))?;
+    }
+    let mut s = PeerSession::open(&a, STORE_KEY, "line-reader")?;
+    let body = s.pull_body();
+    let headers = s.sign("/peer/v1/pull", &body);
+    let plain = s.post("/peer/v1/pull", &headers, &body)?;
+    assert_eq!(plain.status, 200, "{}", plain.json);
+    assert!(plain.media.starts_with("application/json"), "{}", plain.media);
+    let records = plain.json["changes"].as_array().expect("changes").clone();
+    assert_eq!(records.len(), 5);
+
+    let mut headers = s.sign("/peer/v1/pull", &body);
+    headers.push(("accept", "application/x-ndjson, application/json;q=0.5".into()));
+    let lines = s.post("/peer/v1/pull", &headers, &body)?;
+    assert_eq!(lines.status, 200);
+    assert_eq!(lines.media, "application/x-ndjson");
+    assert!(s.response_is_signed(&lines), "an answer as lines is signed like any other");
+    let text = String::from_utf8(lines.body)?;
+    assert!(text.ends_with('\n'));
+    let mut rows = text.lines();
+    let header: Value = serde_json::from_str(rows.next().expect("header line"))?;
+    assert_eq!(header["count"], 5);
+    for field in ["device_id", "next", "has_more", "head", "log_epoch", "epoch_start"] {
+        assert_eq!(header[field], plain.json[field], "{field}");
+    }
+    let got: Vec<Value> = rows.map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(got, records, "the same records, one per line");
     Ok(())
 }
 

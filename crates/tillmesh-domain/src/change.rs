@@ -147,7 +147,8 @@ pub struct RecordHeader {
 #[derive(Clone, Debug)]
 pub struct EncodedChange {
     header: RecordHeader,
-    json: Box<RawValue>,
+    /// One JSON value: every constructor parses all of it.
+    json: Box<str>,
     body: Body,
 }
 
@@ -200,8 +201,7 @@ impl EncodedChange {
     /// Encodes a record.
     pub fn new(record: ChangeRecord) -> Self {
         // A record holds strings, integers and JSON values only, so encoding cannot fail.
-        let text = serde_json::to_string(&record).unwrap_or_default();
-        let json = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let json = serde_json::to_string(&record).unwrap_or_else(|_| "null".into()).into_boxed_str();
         let ChangeRecord { origin, seq, key, at, state, checksum } = record;
         Self {
             header: RecordHeader { origin, seq, key, at, checksum },
@@ -212,25 +212,32 @@ impl EncodedChange {
 
     /// Decodes a record from its JSON text, keeping the text.
     ///
+    /// Any text: both ways of reading it below parse all of it (trailing characters
+    /// included), so no separate validation pass is needed — which a puller would
+    /// otherwise pay on every received record.
+    ///
     /// # Errors
     /// The text is not a change record.
     pub fn decode(json: String) -> Result<Self, serde_json::Error> {
-        Self::from_json(RawValue::from_string(json)?)
+        Self::from_text(json.into_boxed_str())
     }
 
-    /// Decodes a record from JSON text already known to be valid JSON (a puller
-    /// takes the records of a batch apart first).
+    /// Decodes a record from a JSON value cut out of a larger message.
     ///
     /// # Errors
     /// The text is not a change record.
     pub fn from_json(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        Self::from_text(json.into())
+    }
+
+    fn from_text(json: Box<str>) -> Result<Self, serde_json::Error> {
         // A record as this crate writes it is read in one pass; anything else (other
         // field order, a state in another form) the usual way, which then decides.
-        if let Some((f, bytes, summary)) = crate::entity::transcode::transcode_record(json.get()) {
+        if let Some((f, bytes, summary)) = crate::entity::transcode::transcode_record(&json) {
             let header = RecordHeader { origin: f.origin, seq: f.seq, key: f.key, at: f.at, checksum: f.checksum };
             return Ok(Self { header, json, body: Body::Encoded { bytes, summary, verified: None } });
         }
-        let wire: WireRecord<'_> = serde_json::from_str(json.get())?;
+        let wire: WireRecord<'_> = serde_json::from_str(&json)?;
         let body = match crate::entity::transcode::transcode(wire.state.get(), wire.origin.as_str()) {
             Some((bytes, summary)) => Body::Encoded { bytes, summary, verified: None },
             None => Body::Decoded { state: serde_json::from_str(wire.state.get())?, verified: None },
@@ -271,7 +278,7 @@ impl EncodedChange {
     /// As [`ChangeRecord::verify`].
     pub fn into_verified(mut self) -> Result<VerifiedChange, DomainError> {
         self.check()?;
-        let json = String::from(Box::<str>::from(self.json));
+        let json = String::from(self.json);
         let (entity_hash, state) = match self.body {
             Body::Decoded { state, verified: Some(hash) } => (hash, ReceivedState::Decoded(state)),
             Body::Encoded { summary, verified: Some(hash), .. } => (hash, ReceivedState::Encoded(summary)),
@@ -298,7 +305,7 @@ impl EncodedChange {
                     checksum: h.checksum,
                 })
             }
-            Body::Encoded { .. } => serde_json::from_str(self.json.get()),
+            Body::Encoded { .. } => serde_json::from_str(&self.json),
         }
     }
 
@@ -312,12 +319,12 @@ impl EncodedChange {
 
     /// The JSON text.
     pub fn json(&self) -> &str {
-        self.json.get()
+        &self.json
     }
 
     /// The JSON text, owned.
     pub fn into_json(self) -> String {
-        self.json.get().to_owned()
+        self.json.into()
     }
 }
 
@@ -342,9 +349,11 @@ impl PartialEq for EncodedChange {
     }
 }
 
+/// Writes the record's own text. Serving a pull writes stored texts without serde
+/// (see the server's pull answer); this is for everything else.
 impl Serialize for EncodedChange {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(s)
+        serde_json::from_str::<&RawValue>(&self.json).map_err(serde::ser::Error::custom)?.serialize(s)
     }
 }
 

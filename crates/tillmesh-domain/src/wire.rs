@@ -54,6 +54,33 @@ pub struct PullRequestV1 {
     pub known: VectorClock,
 }
 
+/// Media type of a pull answer written as lines ([`PullLinesHeaderV1`], then one record
+/// per line), which a puller asks for with `Accept`. The records of a JSON answer must
+/// be scanned to be told apart; lines are cut at their newlines, so the puller only
+/// reads each record once. A server that cannot (a record holding a newline) or does
+/// not know how answers JSON, as before.
+pub const PULL_LINES_MEDIA_TYPE: &str = "application/x-ndjson";
+
+/// First line of a pull answer written as lines: [`PullResponseV1`] without its
+/// changes, which follow, `count` of them, each one line ending in `\n`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullLinesHeaderV1 {
+    /// As [`PullResponseV1::device_id`].
+    pub device_id: DeviceId,
+    /// How many record lines follow.
+    pub count: usize,
+    /// As [`PullResponseV1::next`].
+    pub next: u64,
+    /// As [`PullResponseV1::has_more`].
+    pub has_more: bool,
+    /// As [`PullResponseV1::head`].
+    pub head: u64,
+    /// As [`PullResponseV1::log_epoch`].
+    pub log_epoch: String,
+    /// As [`PullResponseV1::epoch_start`].
+    pub epoch_start: u64,
+}
+
 /// A batch of changes in the server's log order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PullResponseV1 {

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
 use tillmesh_domain::ports::{PeerTransport, TransportError};
 use tillmesh_domain::wire::{
     HelloV1, JoinChallengeV1, JoinFinishV1, JoinGrantV1, JoinStartV1, PullRequestV1, PullResponseV1, SessionAcceptedV1,
-    SessionChallengeV1, SessionConfirmV1, SessionOpenV1, PROTOCOL_VERSION,
+    SessionChallengeV1, SessionConfirmV1, SessionOpenV1, PROTOCOL_VERSION, PULL_LINES_MEDIA_TYPE,
 };
 use tillmesh_domain::DeviceId;
 
@@ -232,6 +232,7 @@ impl HttpTransport {
         base: &str,
         path: &str,
         body: Vec<u8>,
+        accept: &str,
         timeout: Duration,
     ) -> Result<Answer, TransportError> {
         let target = reqwest::Url::parse(&url(base, path))
@@ -250,6 +251,7 @@ impl HttpTransport {
                         .post(target.clone())
                         .timeout(timeout)
                         .header(CONTENT_TYPE, "application/json")
+                        .header(ACCEPT, accept)
                         .header(HEADER_SESSION, &session.id)
                         .header(HEADER_SEQ, seq.to_string())
                         .header(HEADER_SIG, hex::encode(sig))
@@ -398,12 +400,18 @@ impl PeerTransport for HttpTransport {
 
     async fn pull(&self, base: &str, req: &PullRequestV1) -> Result<PullResponseV1, TransportError> {
         let body = serde_json::to_vec(req).map_err(|e| TransportError::Protocol(e.to_string()))?;
-        let a = self.signed_post(base, "/peer/v1/pull", body, PULL_TIMEOUT).await?;
-        // Errors are decoded as for any request; a batch by `pull::decode_pull`.
+        let accept = format!("{PULL_LINES_MEDIA_TYPE}, application/json;q=0.5");
+        let a = self.signed_post(base, "/peer/v1/pull", body, &accept, PULL_TIMEOUT).await?;
+        // Errors are decoded as for any request; a batch by `pull::decode_pull*`.
         if !a.status.is_success() {
             return decode(&a);
         }
-        pull::decode_pull(a.body).await
+        let media = a.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if media.starts_with(PULL_LINES_MEDIA_TYPE) {
+            pull::decode_pull_lines(a.body).await
+        } else {
+            pull::decode_pull(a.body).await
+        }
     }
 
     async fn verify_membership(&self, base: &str) -> Result<DeviceId, TransportError> {

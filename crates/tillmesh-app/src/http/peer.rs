@@ -3,10 +3,13 @@
 //! [`crate::peer_auth::require_session`] (a signed store-member session).
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use tillmesh_domain::wire::{HelloV1, PullRequestV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, SYNC_BATCH_BYTES};
+use tillmesh_domain::wire::{
+    HelloV1, PullLinesHeaderV1, PullRequestV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, PULL_LINES_MEDIA_TYPE,
+    SYNC_BATCH_BYTES,
+};
 use tillmesh_domain::DeviceId;
 
 use super::error::{ApiError, ApiJson};
@@ -30,6 +33,7 @@ pub async fn hello(State(state): State<SharedState>) -> Json<HelloV1> {
 pub async fn pull(
     State(state): State<SharedState>,
     Extension(peer): Extension<PeerIdentity>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<PullRequestV1>,
 ) -> Result<RawPullResponse, ApiError> {
     if req.device_id != peer.device_id {
@@ -55,11 +59,22 @@ pub async fn pull(
         head: page.head,
         log_epoch: state.writer_id.to_string(),
         epoch_start: state.epoch_start,
+        lines: accepts_lines(&headers),
     })
 }
 
+/// Whether the puller takes an answer written as lines (`Accept` names its type).
+fn accepts_lines(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| m.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(PULL_LINES_MEDIA_TYPE)))
+}
+
 /// [`tillmesh_domain::wire::PullResponseV1`] as sent: the same JSON, with the stored
-/// records spliced in as they are.
+/// records spliced in as they are, or the same as lines when the puller takes them.
 ///
 /// Why not serde: serializing `Box<RawValue>`s means parsing every record once more to
 /// make them (a fifth of the server's CPU when serving a sync, measured), although the
@@ -72,9 +87,37 @@ pub struct RawPullResponse {
     head: u64,
     log_epoch: String,
     epoch_start: u64,
+    lines: bool,
 }
 
 impl RawPullResponse {
+    /// The answer as lines ([`PULL_LINES_MEDIA_TYPE`]), unless a record holds a newline
+    /// (records this crate writes never do; one relayed as another peer laid it out
+    /// might).
+    fn to_lines(&self) -> Option<String> {
+        if self.changes.iter().any(|c| memchr::memchr(b'\n', c.as_bytes()).is_some()) {
+            return None;
+        }
+        let header = PullLinesHeaderV1 {
+            device_id: self.device_id.clone(),
+            count: self.changes.len(),
+            next: self.next,
+            has_more: self.has_more,
+            head: self.head,
+            log_epoch: self.log_epoch.clone(),
+            epoch_start: self.epoch_start,
+        };
+        // Strings and integers only: encoding cannot fail.
+        let mut out = serde_json::to_string(&header).ok()?;
+        out.reserve(self.changes.iter().map(|c| c.len() + 1).sum::<usize>() + 1);
+        out.push('\n');
+        for c in &self.changes {
+            out.push_str(c);
+            out.push('\n');
+        }
+        Some(out)
+    }
+
     /// The JSON text of the response.
     fn to_json(&self) -> String {
         let records: usize = self.changes.iter().map(|c| c.len() + 1).sum();
@@ -108,7 +151,10 @@ fn json_string(s: &str) -> String {
 
 impl IntoResponse for RawPullResponse {
     fn into_response(self) -> Response {
-        ([(header::CONTENT_TYPE, "application/json")], self.to_json()).into_response()
+        match self.lines.then(|| self.to_lines()).flatten() {
+            Some(lines) => ([(header::CONTENT_TYPE, PULL_LINES_MEDIA_TYPE)], lines).into_response(),
+            None => ([(header::CONTENT_TYPE, "application/json")], self.to_json()).into_response(),
+        }
     }
 }
 
@@ -137,6 +183,7 @@ mod tests {
                 head: 99,
                 log_epoch: "epoch \"7\"\n".into(),
                 epoch_start: 5,
+                lines: false,
             };
             let got: PullResponseV1 = serde_json::from_str(&raw.to_json()).expect("valid JSON of the message");
             assert_eq!(got.device_id.as_str(), "server");
@@ -145,5 +192,54 @@ mod tests {
             assert_eq!((got.next, got.has_more, got.head, got.epoch_start), (42, true, 99, 5));
             assert_eq!(got.log_epoch, "epoch \"7\"\n");
         }
+    }
+
+    #[test]
+    fn the_answer_as_lines_is_the_header_then_one_record_per_line() {
+        let changes = vec![record(1), record(2), record(3)];
+        let raw = RawPullResponse {
+            device_id: DeviceId::parse("server").expect("id"),
+            changes: changes.clone(),
+            next: 42,
+            has_more: false,
+            head: 99,
+            log_epoch: "epoch\n7".into(),
+            epoch_start: 5,
+            lines: true,
+        };
+        let text = raw.to_lines().expect("no record holds a newline");
+        assert!(text.ends_with('\n'));
+        let mut lines = text.lines();
+        let header: PullLinesHeaderV1 = serde_json::from_str(lines.next().expect("header")).expect("header JSON");
+        assert_eq!((header.count, header.next, header.has_more, header.head), (3, 42, false, 99));
+        assert_eq!((header.log_epoch.as_str(), header.epoch_start), ("epoch\n7", 5));
+        assert_eq!(lines.collect::<Vec<_>>(), changes);
+
+        // A record laid out over several lines can only go as JSON.
+        let mut spread = raw;
+        spread.changes[1] =
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&changes[1]).expect("json"))
+                .expect("json");
+        assert!(spread.to_lines().is_none());
+        let response = spread.into_response();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn lines_are_sent_only_to_pullers_that_name_them() {
+        let accept = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::ACCEPT, v.parse().expect("header"));
+            }
+            accepts_lines(&h)
+        };
+        assert!(accept(&["application/x-ndjson"]));
+        assert!(accept(&["application/json;q=0.5, Application/X-NDJSON ; q=1"]));
+        assert!(accept(&["application/json", "application/x-ndjson"]));
+        assert!(!accept(&[]));
+        assert!(!accept(&["application/json"]));
+        assert!(!accept(&["*/*"]));
+        assert!(!accept(&["application/x-ndjson-seq"]));
     }
 }

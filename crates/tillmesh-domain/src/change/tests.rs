@@ -134,3 +134,34 @@ fn an_encoded_change_is_verified_once_and_a_bad_one_never_passes() {
     assert!(matches!(bad.check(), Err(DomainError::ChecksumMismatch { .. })));
     assert!(matches!(bad.clone().into_verified(), Err(DomainError::ChecksumMismatch { .. })));
 }
+
+#[test]
+fn decoding_text_refuses_anything_but_one_record() {
+    let text = serde_json::to_string(&record(json!("Tea"), 4)).expect("json");
+    let mut reordered: serde_json::Value = serde_json::from_str(&text).expect("value");
+    let state = reordered["state"].take();
+    reordered["state"] = json!({"fields": state["fields"], "alive": state["alive"], "context": state["context"]});
+    let reordered = reordered.to_string();
+    for good in [&text, &reordered] {
+        assert!(EncodedChange::decode(good.clone()).is_ok());
+        // Both ways of reading (one pass, and the usual one for other layouts) read to
+        // the end: nothing may follow the record, and the record must be whole.
+        for bad in [
+            format!("{good} x"),
+            format!("{good}{good}"),
+            format!("{good},"),
+            good[..good.len() - 1].to_string(),
+            good.replacen("\"seq\":4", "\"seq\":4 4", 1),
+            good.replacen("\"Tea\"", "\"Tea", 1),
+        ] {
+            assert!(EncodedChange::decode(bad.clone()).is_err(), "accepted {bad}");
+        }
+    }
+    // Unknown fields are skipped but must still be JSON.
+    let extra = text.replacen('{', "{\"x\":[1,{\"y\":null}],", 1);
+    assert!(EncodedChange::decode(extra.clone()).is_ok());
+    assert!(EncodedChange::decode(extra.replacen("null", "nul", 1)).is_err());
+    // What decoded serializes as its own text.
+    let c = EncodedChange::decode(reordered.clone()).expect("decode");
+    assert_eq!(serde_json::to_string(&c).expect("serialize"), reordered);
+}
