@@ -12,8 +12,13 @@ use serde_json::Value;
 const FORBIDDEN_IN_DOMAIN: &[&str] =
     &["tokio", "diesel", "libsqlite3-sys", "axum", "hyper", "reqwest", "mdns-sd", "local-ip-address"];
 
+/// Workspace crates below the domain: generic code (no tillmesh model) that any layer
+/// may use and that depends on no workspace crate.
+const LEAF_CRATES: &[&str] = &["tillmesh-sha256-pair"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layer {
+    Leaf,
     Domain,
     Adapter,
     App,
@@ -22,7 +27,9 @@ enum Layer {
 }
 
 fn layer_of(name: &str, manifest: &str) -> Layer {
-    if name == "tillmesh-domain" {
+    if LEAF_CRATES.contains(&name) {
+        Layer::Leaf
+    } else if name == "tillmesh-domain" {
         Layer::Domain
     } else if name == "tillmesh-app" {
         Layer::App
@@ -89,6 +96,8 @@ fn check_layers(problems: &mut Vec<String>) -> Result<()> {
             let dep = d["name"].as_str().unwrap_or_default();
             let Some(&to) = layers.get(dep) else { continue };
             let ok = match from {
+                Layer::Leaf => false,
+                _ if to == Layer::Leaf => true,
                 Layer::Domain => false,
                 Layer::Adapter => to == Layer::Domain,
                 Layer::App => matches!(to, Layer::Domain | Layer::Adapter),

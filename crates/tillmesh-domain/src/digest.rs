@@ -13,9 +13,14 @@ pub fn entity_hash(key: &EntityKey, state: &EntityState) -> Checksum {
 
 /// [`entity_hash`], given the state's [`crate::canonical::state_bytes`].
 pub fn entity_hash_of(key: &EntityKey, state_bytes: &[u8]) -> Checksum {
+    Checksum::of_parts(&[&entity_hash_prefix(key), state_bytes])
+}
+
+/// What [`entity_hash_of`] hashes before the state's bytes.
+pub(crate) fn entity_hash_prefix(key: &EntityKey) -> Vec<u8> {
     let mut e = Encoder::new();
     e.str("tillmesh.entity.v1").key(key);
-    Checksum::of_parts(&[&e.finish(), state_bytes])
+    e.finish()
 }
 
 /// Folds entity hashes, fed in `(type, id)` order, into one store digest.

@@ -20,7 +20,6 @@ use std::sync::mpsc;
 
 use diesel::SqliteConnection;
 use tillmesh_domain::canonical::state_bytes;
-use tillmesh_domain::digest::entity_hash_of;
 use tillmesh_domain::ports::{LocalOutcome, Outbox, StoreError};
 use tillmesh_domain::{ChangeRecord, Checksum, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
 
@@ -122,18 +121,25 @@ fn make_changes(device: &DeviceId, at: Timestamp, seq0: u64, pos0: i64, group: G
         // One canonical encoding of the new state serves the record's checksum and the
         // entity hash; the state's JSON goes into the log row only, and the entity row
         // points at that row instead of repeating it.
+        // The entity hash is needed after the entity's last op in the batch only; there
+        // it is hashed together with the checksum.
         let canonical = state_bytes(state);
-        let checksum = ChangeRecord::checksum_of(device, seq, &key, at, &canonical);
+        let (checksum, hash) = if last {
+            let (checksum, hash) = ChangeRecord::checksum_and_entity_hash(device, seq, &key, at, &canonical);
+            (checksum, Some(hash))
+        } else {
+            (ChangeRecord::checksum_of(device, seq, &key, at, &canonical), None)
+        };
         let json = record_json(device, seq, &key, at, state, &checksum).map_err(|e| fail(e.into()))?;
         out.records.push((seq, pos, json));
-        if !last {
+        let Some(hash) = hash else {
             out.entries.push((index, key, state.clone(), created));
             continue;
-        }
+        };
         out.entries.push((index, key.clone(), EntityState::default(), created));
         let state = std::mem::take(state);
         let write = (before.as_ref() != Some(&state)).then(|| RowWrite {
-            hash: entity_hash_of(&key, &canonical),
+            hash,
             pos,
             conflicts: conflict_update(&key, before.as_ref(), &state),
         });

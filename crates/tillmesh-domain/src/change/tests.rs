@@ -46,6 +46,8 @@ fn hashes_from_shared_state_bytes_equal_the_whole_encodings() {
     let whole = Checksum::of(&e.finish());
     assert_eq!(crate::digest::entity_hash_of(&r.key, &bytes), whole);
     assert_eq!(crate::digest::entity_hash(&r.key, &r.state), whole);
+    // Hashed together, the two are the same digests.
+    assert_eq!(ChangeRecord::checksum_and_entity_hash(&r.origin, r.seq, &r.key, r.at, &bytes), (r.checksum, whole));
 }
 
 #[test]
