@@ -35,6 +35,16 @@ impl Encoder {
         self.buf
     }
 
+    /// The bytes written so far, kept.
+    pub(crate) fn written(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forgets the bytes written so far (keeping the allocation).
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+    }
+
     /// A fixed-width unsigned integer.
     pub fn u64(&mut self, n: u64) -> &mut Self {
         self.buf.extend_from_slice(&n.to_be_bytes());

@@ -460,9 +460,9 @@ impl EntityStore for SqliteStore {
                 .load_iter::<(String, String, Vec<u8>), _>(conn)?;
             for row in rows {
                 let (t, id, hash) = row?;
-                let key = EntityKey::new(t, id).map_err(|e| corrupt("entity key", e))?;
-                let hash: [u8; 32] = hash.try_into().map_err(|_| unexpected("stored entity hash is not 32 bytes"))?;
-                builder.add(&key, &Checksum::from_bytes(hash));
+                let hash: &[u8; 32] =
+                    hash.as_slice().try_into().map_err(|_| unexpected("stored entity hash is not 32 bytes"))?;
+                builder.add_parts(&t, &id, hash);
             }
             let open: i64 = conflicts::table.count().get_result(conn)?;
             let (digest, entities) = builder.finish();
