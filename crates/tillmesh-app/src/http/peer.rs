@@ -172,19 +172,24 @@ mod tests {
             .into_json()
     }
 
+    /// An answer from "server" (next 42, head 99, epoch start 5) with these changes.
+    fn answer(changes: Vec<String>, has_more: bool, log_epoch: &str, lines: bool) -> RawPullResponse {
+        RawPullResponse {
+            device_id: DeviceId::parse("server").expect("id"),
+            changes,
+            next: 42,
+            has_more,
+            head: 99,
+            log_epoch: log_epoch.into(),
+            epoch_start: 5,
+            lines,
+        }
+    }
+
     #[test]
     fn the_written_response_is_the_protocol_message() {
         for changes in [vec![], vec![record(1)], vec![record(1), record(2), record(3)]] {
-            let raw = RawPullResponse {
-                device_id: DeviceId::parse("server").expect("id"),
-                changes: changes.clone(),
-                next: 42,
-                has_more: true,
-                head: 99,
-                log_epoch: "epoch \"7\"\n".into(),
-                epoch_start: 5,
-                lines: false,
-            };
+            let raw = answer(changes.clone(), true, "epoch \"7\"\n", false);
             let got: PullResponseV1 = serde_json::from_str(&raw.to_json()).expect("valid JSON of the message");
             assert_eq!(got.device_id.as_str(), "server");
             let sent: Vec<String> = got.changes.iter().map(|c| c.json().to_string()).collect();
@@ -197,16 +202,7 @@ mod tests {
     #[test]
     fn the_answer_as_lines_is_the_header_then_one_record_per_line() {
         let changes = vec![record(1), record(2), record(3)];
-        let raw = RawPullResponse {
-            device_id: DeviceId::parse("server").expect("id"),
-            changes: changes.clone(),
-            next: 42,
-            has_more: false,
-            head: 99,
-            log_epoch: "epoch\n7".into(),
-            epoch_start: 5,
-            lines: true,
-        };
+        let raw = answer(changes.clone(), false, "epoch\n7", true);
         let text = raw.to_lines().expect("no record holds a newline");
         assert!(text.ends_with('\n'));
         let mut lines = text.lines();
