@@ -283,3 +283,27 @@ fn sigterm_shuts_down_cleanly_and_data_is_kept() -> Result<()> {
     assert_eq!(t2.ok("GET", "/api/entities/setting/tax", None)?["fields"]["rate"], 20);
     Ok(())
 }
+
+#[test]
+fn an_entity_over_the_record_cap_is_refused_with_413_and_nothing_applied() -> Result<()> {
+    let t = TerminalProcess::start(&[])?;
+    t.ok("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"name": "Tea"}})))?;
+    let before = t.digest()?;
+    // Two 600 KiB fields: each fits, together the record is over 1 MiB.
+    let half = "d".repeat(600 << 10);
+    let (status, body) = t.call("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"a": half, "b": half}})))?;
+    assert_error(status, &body, 413, "entity_too_large");
+    assert!(body["error"]["message"].as_str().unwrap().contains("product/p1"), "{body}");
+    let ops = json!({"ops": [
+        {"op": "put", "type": "sale", "id": "s1", "fields": {"total": 1}},
+        {"op": "put", "type": "product", "id": "p2", "fields": {"desc": "e".repeat(1 << 20)}},
+    ]});
+    let (status, body) = t.call("POST", "/api/entities/batch", Some(&ops))?;
+    assert_error(status, &body, 413, "entity_too_large");
+    assert_eq!(t.digest()?, before, "nothing of either write was applied");
+    let (status, _) = t.call("GET", "/api/entities/sale/s1", None)?;
+    assert_eq!(status, 404);
+    // One of the fields alone is fine.
+    t.ok("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"a": half}})))?;
+    Ok(())
+}

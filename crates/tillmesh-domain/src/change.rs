@@ -17,6 +17,25 @@ use crate::time::Timestamp;
 /// never collide with this one.
 const RECORD_DOMAIN: &str = "tillmesh.change.v1";
 
+/// Largest change record, as JSON text, a terminal writes, accepts or serves: 1 MiB.
+///
+/// Why a cap: a puller refuses answers over 64 MiB and a server always sends at least
+/// one record, so a record near that size would stop every peer from pulling past it
+/// for good. The cap sits 64 times below the puller's limit and 4 times below the
+/// largest batch size a server agrees to, so any single record always fits.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Refuses a record text longer than [`MAX_RECORD_BYTES`].
+///
+/// # Errors
+/// [`DomainError::TooLarge`] naming the entity.
+pub fn check_record_size(key: &EntityKey, json_len: usize) -> Result<(), DomainError> {
+    if json_len > MAX_RECORD_BYTES {
+        return Err(DomainError::TooLarge { entity: key.to_string(), size: json_len, max: MAX_RECORD_BYTES });
+    }
+    Ok(())
+}
+
 /// One change made on one device to one entity.
 ///
 /// What changed is carried as the entity's whole state right after the write (a
@@ -274,6 +293,7 @@ impl EncodedChange {
     /// As [`ChangeRecord::verify`].
     pub fn check(&mut self) -> Result<(), DomainError> {
         let h = &self.header;
+        check_record_size(&h.key, self.json.len())?;
         match &mut self.body {
             Body::Decoded { verified: Some(_), .. } | Body::Encoded { verified: Some(_), .. } => {}
             Body::Decoded { state, verified } => {

@@ -37,6 +37,18 @@ pub enum DomainError {
         /// The limit.
         max: usize,
     },
+    /// An entity's state would exceed [`crate::change::MAX_RECORD_BYTES`] as a change
+    /// record: refused at write and at receipt, so one record can never be too big
+    /// for a puller to take.
+    #[error("entity {entity} would be {size} bytes as a change record; the limit is {max} bytes")]
+    TooLarge {
+        /// The entity (`type/id`).
+        entity: String,
+        /// The record's size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A change record's checksum does not match its content.
     #[error("checksum mismatch for change {origin}#{seq}")]
     ChecksumMismatch {

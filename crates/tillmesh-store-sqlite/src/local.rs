@@ -20,6 +20,7 @@ use std::sync::mpsc;
 
 use diesel::SqliteConnection;
 use tillmesh_domain::canonical::state_bytes;
+use tillmesh_domain::change::check_record_size;
 use tillmesh_domain::ports::{LocalOutcome, Outbox, StoreError};
 use tillmesh_domain::{ChangeRecord, Checksum, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
 
@@ -131,6 +132,7 @@ fn make_changes(device: &DeviceId, at: Timestamp, seq0: u64, pos0: i64, group: G
             (ChangeRecord::checksum_of(device, seq, &key, at, &canonical), None)
         };
         let json = record_json(device, seq, &key, at, state, &checksum).map_err(|e| fail(e.into()))?;
+        check_record_size(&key, json.len()).map_err(|e| fail(StoreError::Rejected(e)))?;
         out.records.push((seq, pos, json));
         let Some(hash) = hash else {
             out.entries.push((index, key, state.clone(), created));

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 use diesel::SqliteConnection;
+use tillmesh_domain::change::MAX_RECORD_BYTES;
 use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncState, StoreError, SyncStore};
 use tillmesh_domain::{DeviceId, DomainError, EncodedChange, Timestamp, VectorClock, VerifiedChange};
 
@@ -399,6 +400,13 @@ fn changes_after_json_tx(
         let seq = to_u64(seq, "sequence")?;
         let size = record.len();
         if known.get(&origin).is_some_and(|k| seq <= *k) {
+            page.next = to_u64(pos, "log position")?;
+            continue;
+        }
+        if size > MAX_RECORD_BYTES {
+            // Written before records had a cap: every puller would refuse it (and the
+            // batch around it), so it is not served at all.
+            tracing::warn!(origin, seq, size, "not serving a change record over the size cap");
             page.next = to_u64(pos, "log position")?;
             continue;
         }

@@ -41,6 +41,7 @@ contract!(
     own_records_echoed_back_are_duplicates,
     own_records_received_back_after_data_loss_continue_the_sequence,
     tampered_batch_is_rejected_whole,
+    records_over_the_size_cap_are_refused_at_write_and_at_receipt,
     concurrent_writes_conflict_then_resolve,
     counter_decrements_from_two_stores_both_count,
     delete_is_observed_remove,
@@ -534,6 +535,56 @@ mod cases {
         let to_b = pull(&a, &bb).await;
         assert_eq!(to_b.applied, 1);
         assert_eq!(digest(&a).await, digest(&bb).await);
+    }
+
+    pub async fn records_over_the_size_cap_are_refused_at_write_and_at_receipt(b: Backend) {
+        use tillmesh_domain::change::MAX_RECORD_BYTES;
+        let a = b.node("a").await;
+        let bb = b.node("b").await;
+        let k = key("product", "big");
+        write(&a, vec![(k.clone(), put(&[("name", json!("Tea"))]))], 1).await;
+        let before = digest(&a).await;
+        // A value just under the cap fits the field but not the record around it.
+        let too_big = json!("x".repeat(MAX_RECORD_BYTES));
+        let err = a
+            .store
+            .apply_local(
+                &a.id,
+                vec![(key("sale", "s1"), put(&[("n", json!(1))])), (k.clone(), put(&[("desc", too_big)]))],
+                ts(2),
+            )
+            .await
+            .expect_err("over the cap");
+        assert!(
+            matches!(&err, StoreError::Rejected(DomainError::TooLarge { entity, max, .. }) if entity == "product/big" && *max == MAX_RECORD_BYTES),
+            "got {err:?}"
+        );
+        assert_eq!(digest(&a).await, before, "nothing of the batch was applied");
+        assert_eq!(a.store.log_head().await.expect("head"), 1);
+        // Half the cap is fine.
+        write(&a, vec![(k.clone(), put(&[("desc", json!("y".repeat(MAX_RECORD_BYTES / 2)))]))], 3).await;
+
+        // A record over the cap made elsewhere (an older build, a broken peer) is refused
+        // on receipt: nothing of its batch is applied, the cursor stays.
+        let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        let mut record = page.changes[0].to_record().expect("record");
+        let f = record.state.fields.get_mut("name").expect("field");
+        for e in f.register.entries.values_mut() {
+            e.value = json!("z".repeat(MAX_RECORD_BYTES + 1));
+        }
+        record.checksum = tillmesh_domain::calculate_checksum(&record);
+        record.verify().expect("checksum and invariants are fine: only the size is wrong");
+        let err = bb
+            .store
+            .apply_remote(&a.id, vec![record.into(), page.changes[1].clone()], page.next, page.head)
+            .await
+            .expect_err("over the cap");
+        assert!(matches!(err, StoreError::BadBatch(DomainError::TooLarge { .. })), "got {err:?}");
+        assert!(err.to_string().contains("product/big"), "the error names the entity: {err}");
+        assert_eq!(digest(&bb).await.entities, 0);
+        assert_eq!(bb.store.peer_state(&a.id).await.expect("peer").cursor, 0);
+        pull(&a, &bb).await;
+        assert_eq!(digest(&bb).await, digest(&a).await);
     }
 
     pub async fn tampered_batch_is_rejected_whole(b: Backend) {

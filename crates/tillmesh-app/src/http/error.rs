@@ -56,12 +56,14 @@ impl From<DomainError> for ApiError {
             DomainError::FieldKindMismatch { .. } => "field_kind_mismatch",
             DomainError::CounterOverflow { .. } => "counter_overflow",
             DomainError::TooDeep { .. } => "value_too_deep",
+            DomainError::TooLarge { .. } => "entity_too_large",
             DomainError::ChecksumMismatch { .. } => "checksum_mismatch",
             DomainError::InvalidRecord(_) => "invalid_record",
         };
         let status = match &e {
             DomainError::FieldKindMismatch { .. } => StatusCode::CONFLICT,
             DomainError::CounterOverflow { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            DomainError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, code, e.to_string())
