@@ -157,6 +157,20 @@ impl TerminalProcess {
         self.ok("POST", "/api/sync/now", None)
     }
 
+    /// Starts the terminal again on its data dir (which it keeps owning), after
+    /// [`TerminalProcess::terminate`] or [`TerminalProcess::kill9`]; it gets a new port.
+    ///
+    /// # Errors
+    /// If it does not start within 20 s.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut next = Self::start_in(&self.data_dir, &args)?;
+        self.child = next.child.take();
+        self.url = std::mem::take(&mut next.url);
+        Ok(())
+    }
+
     /// Kills the process with SIGKILL (a power cut: no goodbye) and waits for it.
     pub fn kill9(&mut self) {
         crate::process::kill_child(&mut self.child);

@@ -1,7 +1,7 @@
-//! Restored and cloned data dirs: a terminal rolled back to an old backup, or two
-//! tills booted from one image, must never make peers drop or mis-attribute changes.
-//! Each run writes under a fresh incarnation of its device id, so (writer, sequence)
-//! pairs are never reused.
+//! A terminal's writer: kept across restarts and kill -9 (so clocks stay small), and
+//! replaced when continuity cannot be proved — a data dir restored from an old backup,
+//! two tills booted from one image, a rollback only a peer can see — so peers never
+//! drop or mis-attribute changes.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -90,5 +90,94 @@ fn two_tills_booted_from_one_image_keep_both_their_sales() -> Result<()> {
     // Their concurrent edits of one field are a conflict, not a silent overwrite.
     let conflicts = a.ok("GET", "/api/sync/conflicts", None)?;
     assert_eq!(conflicts["conflicts"].as_array().unwrap().len(), 1, "{conflicts}");
+    Ok(())
+}
+
+fn version_entries(t: &TerminalProcess, path: &str) -> Result<usize> {
+    Ok(t.ok("GET", path, None)?["version"].as_object().unwrap().len())
+}
+
+#[test]
+fn the_writer_is_kept_across_restarts_and_kill_9() -> Result<()> {
+    let mut t = TerminalProcess::start(&[])?;
+    t.ok("POST", "/api/entities/product/p1/counters/stock", Some(&json!({"delta": 10})))?;
+    for round in 0..4 {
+        if round % 2 == 0 {
+            t.terminate()?;
+        } else {
+            t.kill9();
+        }
+        t.restart()?;
+        t.ok("POST", "/api/entities/product/p1/counters/stock", Some(&json!({"delta": -1})))?;
+    }
+    let p1 = t.ok("GET", "/api/entities/product/p1", None)?;
+    assert_eq!(p1["fields"]["stock"], 6);
+    assert_eq!(version_entries(&t, "/api/entities/product/p1")?, 1, "one writer after five runs: {p1}");
+    Ok(())
+}
+
+/// Copies the database and its WAL out of `dir`.
+fn snapshot(dir: &Path, to: &Path) -> Result<()> {
+    for f in ["tillmesh.db", "tillmesh.db-wal"] {
+        if dir.join(f).exists() {
+            std::fs::copy(dir.join(f), to.join(f))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a [`snapshot`] back over `dir`'s files in place (the database keeps its
+/// inode, so the marker cannot tell) and drops what came after: what a disk that lost
+/// acknowledged writes would leave.
+fn roll_back_in_place(from: &Path, dir: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(dir.join("tillmesh.db-shm"));
+    for f in ["tillmesh.db", "tillmesh.db-wal"] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), dir.join(f))?;
+        } else {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_rollback_that_a_peer_saw_retires_the_writer_and_loses_nothing() -> Result<()> {
+    let mut a = TerminalProcess::start(&[])?;
+    let b = TerminalProcess::start(&[])?;
+    sale(&a, "s1")?;
+    a.ok("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"name": "Tea", "price": 1}})))?;
+    a.terminate()?;
+    let saved = tempfile::tempdir()?;
+    snapshot(&a.data_dir, saved.path())?;
+
+    a.restart()?;
+    sale(&a, "s2")?;
+    sale(&a, "s3")?;
+    a.ok("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"price": 2}})))?;
+    b.pair(&a)?;
+    b.sync_now()?;
+    assert_eq!(sales(&b)?, vec!["s1", "s2", "s3"]);
+    a.kill9();
+    roll_back_in_place(saved.path(), &a.data_dir)?;
+
+    // Same file, same machine: only B can tell that A's log lost s2, s3 and the price.
+    a.restart()?;
+    assert_eq!(sales(&a)?, vec!["s1"]);
+    b.pair(&a)?; // A restarted on a new port
+    b.sync_now()?;
+    sale(&a, "s4")?;
+    a.ok("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"name": "Green tea"}})))?;
+    b.sync_now()?;
+    a.pair(&b)?;
+    a.sync_now()?;
+    let want = vec!["s1", "s2", "s3", "s4"];
+    assert_eq!(sales(&b)?, want, "A's writes after the rollback reach B");
+    assert_eq!(sales(&a)?, want, "what A lost comes back from B");
+    for t in [&a, &b] {
+        let p1 = t.ok("GET", "/api/entities/product/p1", None)?;
+        assert_eq!(p1["fields"], json!({"name": "Green tea", "price": 2}), "neither edit was dropped: {p1}");
+    }
+    assert_eq!(a.digest()?, b.digest()?);
     Ok(())
 }

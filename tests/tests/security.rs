@@ -570,6 +570,7 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
     let server = DeviceId::parse("server")?;
     let client = HttpTransport::new(StoreKey::new(STORE_KEY), me.clone())?;
     let empty = PullResponseV1 {
+        covered: Default::default(),
         device_id: server.clone(),
         changes: vec![],
         next: 0,
@@ -588,6 +589,7 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
 
     let one = record(&server, 1, "p");
     let flood = PullResponseV1 {
+        covered: Default::default(),
         device_id: server,
         changes: vec![tillmesh_domain::EncodedChange::from(one); tillmesh_domain::wire::MAX_BATCH_SIZE + 1],
         next: 1,
@@ -684,6 +686,7 @@ proptest! {
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
     ) {
         let resp = PullResponseV1 {
+            covered: Default::default(),
             device_id: recs[0].origin.clone(),
             changes: recs.into_iter().map(Into::into).collect(),
             next: 3,

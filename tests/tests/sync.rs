@@ -220,3 +220,42 @@ fn terminals_converge_in_any_pull_order() -> Result<()> {
     assert_eq!(d0["open_conflicts"], 20, "each product's `shared` field was written concurrently");
     Ok(())
 }
+
+#[test]
+fn a_newcomer_pulls_one_record_per_live_entity_through_a_relay_and_across_a_kill() -> Result<()> {
+    let a = TerminalProcess::start(&[])?;
+    let products = 200;
+    let ops: Vec<Value> = (0..products)
+        .map(|i| json!({"op": "put", "type": "product", "id": format!("p{i:03}"), "fields": {"name": format!("item {i}")}}))
+        .collect();
+    a.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))?;
+    // Ten rounds of stock counts: 2,200 writes, 200 live entities.
+    for round in 0..10 {
+        let ops: Vec<Value> = (0..products)
+            .map(|i| json!({"op": "counter", "type": "product", "id": format!("p{i:03}"), "field": "stock", "delta": round + 1}))
+            .collect();
+        a.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))?;
+    }
+    let b = TerminalProcess::start(&[])?;
+    b.pair(&a)?;
+    let r = b.sync_now()?;
+    assert_eq!(r["peers"][0]["pulled"], products, "one record per product, not one per write: {r}");
+
+    // C learns everything through B, in small batches, and loses power half-way.
+    let mut c = TerminalProcess::start(&["--sync-interval", "1", "--sync-batch-size", "10"])?;
+    c.pair(&b)?;
+    wait_until("part of the data to arrive", Duration::from_secs(60), || {
+        Ok(c.digest()?["entities"].as_u64().unwrap_or(0) >= 20)
+    })?;
+    c.kill9();
+    let partial = c.digest();
+    c.restart()?;
+    assert!(partial.is_err(), "the terminal is down");
+    let r = c.sync_now()?;
+    assert!(r["peers"][0]["error"].is_null(), "{r}");
+    let progress = c.ok("GET", "/api/sync/progress", None)?;
+    assert_eq!(progress["peers"][0]["pending_changes"], 0, "{progress}");
+    assert_eq!(c.digest()?, a.digest()?);
+    assert_eq!(get(&c, "product/p007")?["fields"]["stock"], 55);
+    Ok(())
+}

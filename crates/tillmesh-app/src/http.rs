@@ -22,6 +22,7 @@ use tillmesh_domain::ports::{Clock, PeerTransport, Store};
 use tillmesh_domain::DeviceId;
 
 use crate::events::EventBus;
+use crate::identity::Writer;
 use crate::services::entities::EntityService;
 use crate::services::network::NetworkService;
 use crate::services::queue::OfflineQueueService;
@@ -34,10 +35,8 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 pub struct AppState {
     /// This terminal.
     pub device_id: DeviceId,
-    /// This run's writer id (`<device_id>.<incarnation>`), also its log epoch.
-    pub writer_id: DeviceId,
-    /// Length of the change log when this run started.
-    pub epoch_start: u64,
+    /// The writer this terminal writes under; its id is also its log's epoch.
+    pub writer: Arc<Writer>,
     /// Its name.
     pub name: String,
     /// Its port as bound.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod identity;
 pub mod peer_auth;
 pub mod secrets;
 pub mod services;

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, DiscoveryMode};
 use crate::events::EventBus;
 use crate::http::{router, AppState, SharedState};
+use crate::identity::Writer;
 use crate::secrets;
 use crate::services::entities::EntityService;
 use crate::services::network::{DiscoveryBridge, NetworkService};
@@ -94,7 +95,14 @@ impl Terminal {
         let store: Arc<dyn Store> = Arc::new(sqlite);
         let fresh = DeviceId::parse(uuid::Uuid::new_v4().simple().to_string()).context("device id")?;
         let device_id = store.local_device_id(fresh).await.context("device id")?;
-        let writer_id = incarnation_writer_id(&device_id)?;
+        let (writer, new_writer) = Writer::open(device_id.clone(), store.clone(), &config.data_dir.join("tillmesh.db"))
+            .await
+            .context("writer")?;
+        let writer = Arc::new(writer);
+        match new_writer {
+            None => tracing::info!(writer = %writer.current().writer, "continuing this data dir's writer"),
+            Some(reason) => tracing::info!(writer = %writer.current().writer, ?reason, "took a new writer"),
+        }
         let name = config.terminal_name();
 
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -139,7 +147,7 @@ impl Terminal {
             policy,
             config.upstream.clone(),
         )?);
-        let entities = Arc::new(EntityService::new(writer_id.clone(), store.clone(), clock.clone(), queue.clone()));
+        let entities = Arc::new(EntityService::new(writer.clone(), store.clone(), clock.clone(), queue.clone()));
         let sync = Arc::new(SyncService::new(
             device_id.clone(),
             store.clone(),
@@ -153,11 +161,9 @@ impl Terminal {
         let self_ip = self_address(addr.ip());
         network.register_self(&name, &self_ip.to_string(), addr.port()).await?;
 
-        let epoch_start = store.log_head().await.context("reading the change log")?;
         let state: SharedState = Arc::new(AppState {
             device_id: device_id.clone(),
-            writer_id: writer_id.clone(),
-            epoch_start,
+            writer,
             name: name.clone(),
             port: addr.port(),
             store_id: store_id.clone(),
@@ -246,22 +252,6 @@ impl Terminal {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
     }
-}
-
-/// The id this run of the terminal writes under: the device id plus a random
-/// incarnation, new at every start.
-///
-/// Why: peers drop a change whose (writer, sequence) they already hold. A database
-/// rolled back by a power cut (WAL with `synchronous=NORMAL` may lose the last
-/// commits), restored from an old backup, or cloned onto a second till would reuse
-/// sequence numbers and dots that peers have already seen, and its new sales would
-/// be silently dropped. The local state cannot prove it is the latest, so no run
-/// ever continues an old writer: each start takes a fresh one. The device id (registry,
-/// hello) stays stable. Cost: one more vector-clock entry per run on entities it
-/// writes.
-fn incarnation_writer_id(device: &DeviceId) -> anyhow::Result<DeviceId> {
-    let incarnation = hex::encode(rand::random::<[u8; 4]>());
-    Ok(DeviceId::parse(format!("{device}.{incarnation}"))?)
 }
 
 /// The device a writer id belongs to (writer ids are `<device id>.<incarnation>`;

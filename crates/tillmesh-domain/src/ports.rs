@@ -10,6 +10,6 @@ pub use clock::{Clock, JitterSource};
 pub use discovery::{Advertisement, Discovery, DiscoveryError, DiscoveryEvent, DiscoverySink};
 pub use store::{
     ApplyOutcome, ChangePage, ChangePageJson, DeviceStore, EntityStore, LocalOutcome, NotificationStore, Outbox,
-    PeerSyncState, QueueStore, Store, StoreDigest, StoreError, SyncStore,
+    PeerSyncState, QueueStore, Store, StoreDigest, StoreError, SyncStore, WriterRecord,
 };
 pub use transport::{PeerTransport, TransportError};

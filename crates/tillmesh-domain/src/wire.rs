@@ -7,7 +7,7 @@ use crate::clock::VectorClock;
 use crate::ids::DeviceId;
 
 /// Protocol version spoken by this build; peers with another major version are not synced.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default number of changes in one pull batch. Measured (100,000 POS-sized changes
 /// between two terminals on one 2-core machine): 100 per batch 2.7 s, 500 2.3 s, 1,000
@@ -49,8 +49,9 @@ pub struct PullRequestV1 {
     pub limit: u32,
     /// At most about this many bytes of changes (at least one change is always sent).
     pub max_bytes: u64,
-    /// Per origin, the highest sequence the puller already holds: the server skips
-    /// those, so changes never bounce back to where they came from.
+    /// The puller's coverage: per writer, a sequence up to which the puller holds
+    /// every change of that writer (its states include them). The server skips those,
+    /// so changes never bounce back to where they came from.
     pub known: VectorClock,
 }
 
@@ -79,6 +80,9 @@ pub struct PullLinesHeaderV1 {
     pub log_epoch: String,
     /// As [`PullResponseV1::epoch_start`].
     pub epoch_start: u64,
+    /// As [`PullResponseV1::covered`].
+    #[serde(default)]
+    pub covered: VectorClock,
 }
 
 /// A batch of changes in the server's log order.
@@ -104,6 +108,12 @@ pub struct PullResponseV1 {
     /// The server's log length when this run started.
     #[serde(default)]
     pub epoch_start: u64,
+    /// The server's coverage as of this answer (per writer, every change up to the
+    /// sequence is in its states). A puller that applied everything up to the server's
+    /// head holds all of it too, so it may add it to its own coverage then — and only
+    /// then. Protocol 3.
+    #[serde(default)]
+    pub covered: VectorClock,
 }
 
 /// Opens a peer session: the first step of the store-membership handshake

@@ -1,12 +1,38 @@
 //! This terminal's identity and the device registry ([`DeviceStore`]).
 
 use diesel::prelude::*;
+use diesel::SqliteConnection;
 use tillmesh_domain::device::{DeviceRecord, DeviceSource};
-use tillmesh_domain::ports::{DeviceStore, StoreError};
+use tillmesh_domain::ports::{DeviceStore, StoreError, WriterRecord};
 use tillmesh_domain::{DeviceId, Timestamp};
 
 use crate::schema::{devices, local_identity};
-use crate::store::{corrupt, SqliteStore};
+use crate::store::{corrupt, to_i64, to_u64, unexpected, Res, SqliteStore};
+use crate::sync::{load_identity, load_progress, log_head_tx};
+
+type WriterRow = (Option<String>, Option<String>, Option<i64>, bool);
+
+fn load_writer(conn: &mut SqliteConnection) -> Res<Option<WriterRecord>> {
+    let row: Option<WriterRow> = local_identity::table
+        .find(1)
+        .select((
+            local_identity::writer_id,
+            local_identity::writer_marker,
+            local_identity::writer_since,
+            local_identity::writer_retired,
+        ))
+        .first(conn)
+        .optional()?;
+    match row {
+        Some((Some(writer), Some(marker), Some(since), retired)) => Ok(Some(WriterRecord {
+            writer: DeviceId::parse(writer).map_err(|e| corrupt("writer id", e))?,
+            marker,
+            since: to_u64(since, "writer epoch")?,
+            retired,
+        })),
+        _ => Ok(None),
+    }
+}
 
 type DeviceRow = (String, String, String, i32, i64, String, bool);
 
@@ -51,6 +77,68 @@ impl DeviceStore for SqliteStore {
                 .execute(conn)?;
             let id: String = local_identity::table.find(1).select(local_identity::device_id).first(conn)?;
             DeviceId::parse(id).map_err(|e| corrupt("local device id", e))
+        })
+        .await
+    }
+
+    async fn writer(&self) -> Result<Option<WriterRecord>, StoreError> {
+        self.read(load_writer).await
+    }
+
+    async fn take_writer(
+        &self,
+        writer: DeviceId,
+        marker: String,
+        since: Option<u64>,
+    ) -> Result<WriterRecord, StoreError> {
+        self.write(move |conn| {
+            if load_progress(conn, writer.as_str())? > 0 {
+                return Err(
+                    StoreError::InvalidState(format!("the log already holds changes of writer {writer}")).into()
+                );
+            }
+            let head = log_head_tx(conn)?;
+            let since = since.map_or(head, |s| s.min(head));
+            let updated = diesel::update(local_identity::table.find(1))
+                .set((
+                    local_identity::writer_id.eq(Some(writer.as_str())),
+                    local_identity::writer_marker.eq(Some(marker.as_str())),
+                    local_identity::writer_since.eq(Some(to_i64(since, "log head")?)),
+                    local_identity::writer_retired.eq(false),
+                ))
+                .execute(conn)?;
+            if updated != 1 {
+                return Err(unexpected("a writer is taken after the device id is stored"));
+            }
+            Ok(WriterRecord { writer, marker, since, retired: false })
+        })
+        .await
+    }
+
+    async fn note_held_elsewhere(&self, writer: &DeviceId, seq: u64) -> Result<bool, StoreError> {
+        let writer = writer.clone();
+        // (is it this terminal's writer, is it retired already, does the peer hold more)
+        let check = move |conn: &mut SqliteConnection| -> Res<(bool, bool, bool)> {
+            let id = load_identity(conn)?;
+            if id.writer.as_deref() != Some(writer.as_str()) {
+                return Ok((false, false, false));
+            }
+            Ok((true, id.retired, seq > load_progress(conn, writer.as_str())?))
+        };
+        // Read first: nearly always the peer holds no more than this log.
+        match self.read(check.clone()).await? {
+            (true, true, _) => return Ok(true),
+            (true, false, true) => {}
+            _ => return Ok(false),
+        }
+        self.write(move |conn| match check(conn)? {
+            (true, retired, behind) if retired || behind => {
+                diesel::update(local_identity::table.find(1))
+                    .set(local_identity::writer_retired.eq(true))
+                    .execute(conn)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         })
         .await
     }

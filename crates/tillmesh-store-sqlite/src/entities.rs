@@ -12,7 +12,7 @@ use tillmesh_domain::digest::{entity_hash, DigestBuilder};
 use tillmesh_domain::entity::transcode::StateSummary;
 use tillmesh_domain::ports::{EntityStore, LocalOutcome, Outbox, StoreDigest, StoreError};
 use tillmesh_domain::{
-    Checksum, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, ReceivedState, Timestamp,
+    Checksum, ClockOrdering, Conflict, ConflictId, DeviceId, EntityKey, EntityOp, EntityState, ReceivedState, Timestamp,
 };
 
 use crate::json::to_json;
@@ -39,6 +39,10 @@ pub(crate) struct Slot {
     /// A received state not decoded yet (the entity was new to this store): `state`
     /// is still empty and stands for the state inside this record text.
     pending: Option<Pending>,
+    /// Log positions of the entity's records when the transaction first touched it.
+    before_pos: Vec<i64>,
+    /// Log positions of the records this transaction appended for it.
+    appended: Vec<i64>,
 }
 
 /// A received record whose state became an entity's without being decoded.
@@ -72,6 +76,7 @@ impl Slot {
         }
         self.exists = true;
         self.last_pos = pos;
+        self.appended.push(pos);
         Ok(())
     }
 
@@ -99,8 +104,12 @@ impl Working {
         Self { order: Vec::with_capacity(n), slots: HashMap::with_capacity(n) }
     }
 
-    fn insert_slot(&mut self, key: EntityKey, before: Option<EntityState>) {
+    fn insert_slot(&mut self, key: EntityKey, before: Option<Stored>) {
         self.order.push(key.clone());
+        let (before, before_pos) = match before {
+            Some(s) => (Some(s.state), s.positions),
+            None => (None, Vec::new()),
+        };
         self.slots.insert(
             key,
             Slot {
@@ -111,6 +120,8 @@ impl Working {
                 state_in_log: false,
                 hash: None,
                 pending: None,
+                before_pos,
+                appended: Vec::new(),
             },
         );
     }
@@ -127,18 +138,22 @@ impl Working {
     /// The entity's working state, loaded from the database on first use.
     pub(crate) fn slot(&mut self, conn: &mut SqliteConnection, key: &EntityKey) -> Res<&mut Slot> {
         if !self.slots.contains_key(key) {
-            let before = load_state(conn, key)?;
+            let before = load_stored(conn, key)?;
             self.insert_slot(key.clone(), before);
         }
         self.slots.get_mut(key).ok_or_else(|| unexpected("working set lost an entity"))
     }
 
-    /// Stores every entity whose state changed and rebuilds its conflict rows.
-    /// Returns the conflicts that were not open before the transaction.
-    pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<Vec<Conflict>> {
+    /// Stores every entity whose state changed and rebuilds its conflict rows, and
+    /// deletes the log records that no longer add anything (see [`compact`]).
+    /// Returns the conflicts that were not open before the transaction, and how many
+    /// records appended by it turned out to add nothing (already held in substance).
+    pub(crate) fn flush(self, conn: &mut SqliteConnection) -> Res<(Vec<Conflict>, usize)> {
         let Working { order, mut slots } = self;
         let mut opened = Vec::new();
         let mut rows = Vec::with_capacity(order.len());
+        let mut dead: Vec<i64> = Vec::new();
+        let mut redundant = 0;
         for key in order {
             let Some(mut slot) = slots.remove(&key) else {
                 continue;
@@ -149,7 +164,14 @@ impl Working {
             if let Some(p) = &slot.pending {
                 // New to this store and without competing writes: no conflict rows.
                 let hash = slot.hash.ok_or_else(|| unexpected("an undecoded state without its hash"))?;
-                rows.push(EntityRowWrite { key, deleted: p.summary.deleted, json: None, hash, pos: slot.last_pos });
+                rows.push(EntityRowWrite {
+                    key,
+                    deleted: p.summary.deleted,
+                    json: None,
+                    hash,
+                    pos: slot.last_pos,
+                    older: Vec::new(),
+                });
             } else if slot.before.as_ref() != Some(&slot.state) {
                 let json = if slot.state_in_log { None } else { Some(to_json(&slot.state)?) };
                 let hash = match slot.hash {
@@ -159,12 +181,90 @@ impl Working {
                 if let Some(update) = conflict_update(&key, slot.before.as_ref(), &slot.state) {
                     opened.extend(write_conflict_update(conn, &key, update)?);
                 }
-                rows.push(EntityRowWrite { key, deleted: slot.state.is_deleted(), json, hash, pos: slot.last_pos });
+                let mut candidates = slot.before_pos;
+                candidates.extend(&slot.appended);
+                let (pos, older) = if slot.state_in_log {
+                    // The last record holds the whole state: the others add nothing.
+                    dead.extend(candidates.into_iter().filter(|p| *p != slot.last_pos));
+                    (slot.last_pos, Vec::new())
+                } else {
+                    let mut live = compact(conn, candidates, &mut dead)?;
+                    let newest = live.pop().ok_or_else(|| unexpected("a merged entity lost its records"))?;
+                    (newest, live)
+                };
+                rows.push(EntityRowWrite { key, deleted: slot.state.is_deleted(), json, hash, pos, older });
+            } else {
+                // Nothing received changed the state: those records were held already.
+                redundant += slot.appended.len();
+                dead.extend(slot.appended);
             }
         }
         write_entities(conn, rows)?;
-        Ok(opened)
+        delete_records(conn, &dead)?;
+        Ok((opened, redundant))
     }
+}
+
+/// Of the records at `positions` (one entity's), keeps those no other one includes and
+/// adds the rest to `dead`. Returns the kept positions, ascending.
+///
+/// Why it is safe: records carry whole states, and a state whose clock another
+/// record's clock covers holds nothing that one lacks (every dot it saw, the other saw,
+/// with what became of it). The join of the kept records is the join of them all.
+/// Only concurrent writes leave more than one: their number is bounded by the writers
+/// competing on the entity.
+fn compact(conn: &mut SqliteConnection, mut positions: Vec<i64>, dead: &mut Vec<i64>) -> Res<Vec<i64>> {
+    positions.sort_unstable();
+    positions.dedup();
+    let mut clocks = Vec::with_capacity(positions.len());
+    for &pos in &positions {
+        let record: String = change_log::table.find(pos).select(change_log::record).first(conn)?;
+        clocks.push(state_of_record(&record)?.context);
+    }
+    let mut live = Vec::with_capacity(positions.len());
+    for (i, pos) in positions.iter().enumerate() {
+        // Included in a later record, or in an earlier one that is not equal to it.
+        let included = clocks.iter().enumerate().any(|(j, other)| {
+            j != i
+                && match clocks[i].compare(other) {
+                    ClockOrdering::Before => true,
+                    ClockOrdering::Equal => j > i,
+                    _ => false,
+                }
+        });
+        if included {
+            dead.push(*pos);
+        } else {
+            live.push(*pos);
+        }
+    }
+    Ok(live)
+}
+
+/// Deletes the log records at `positions`.
+pub(crate) fn delete_records(conn: &mut SqliteConnection, positions: &[i64]) -> Res<()> {
+    for chunk in positions.chunks(500) {
+        diesel::delete(change_log::table.filter(change_log::pos.eq_any(chunk))).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// An entity as stored: its state and the log positions of the records whose join it
+/// is (the one at `updated_pos` first).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Stored {
+    pub(crate) state: EntityState,
+    pub(crate) positions: Vec<i64>,
+}
+
+fn positions_of(updated_pos: i64, older: Option<&str>) -> Res<Vec<i64>> {
+    let mut out = vec![updated_pos];
+    if let Some(list) = older.filter(|l| !l.is_empty()) {
+        for p in list.split(',') {
+            out.push(p.trim().parse().map_err(|e| corrupt("entity's log positions", e))?);
+        }
+    }
+    Ok(out)
 }
 
 /// The state inside a stored change record (the rest of the record is skipped).
@@ -172,6 +272,10 @@ impl Working {
 struct StateOfRecord {
     state: EntityState,
 }
+
+/// An entity row's state columns (see [`StateColumns`]), its `updated_pos` and
+/// `older_pos`.
+type StoredColumns = (Option<String>, Option<String>, i64, Option<String>);
 
 /// An entity row's state: its own column, or else the record at `updated_pos`.
 type StateColumns = (Option<String>, Option<String>);
@@ -199,13 +303,21 @@ fn with_logged_state() -> _ {
 
 /// The stored state of one entity.
 pub(crate) fn load_state(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Option<EntityState>> {
-    let row: Option<StateColumns> = with_logged_state()
+    Ok(load_stored(conn, key)?.map(|s| s.state))
+}
+
+/// The stored state of one entity, with its records' log positions.
+pub(crate) fn load_stored(conn: &mut SqliteConnection, key: &EntityKey) -> Res<Option<Stored>> {
+    let row: Option<StoredColumns> = with_logged_state()
         .filter(entities::entity_type.eq(key.entity_type()))
         .filter(entities::entity_id.eq(key.entity_id()))
-        .select((entities::state, change_log::record.nullable()))
+        .select((entities::state, change_log::record.nullable(), entities::updated_pos, entities::older_pos))
         .first(conn)
         .optional()?;
-    row.map(decode_state).transpose()
+    row.map(|(own, record, pos, older)| {
+        Ok(Stored { state: decode_state((own, record))?, positions: positions_of(pos, older.as_deref())? })
+    })
+    .transpose()
 }
 
 /// Keys one statement of [`load_states`] reads.
@@ -217,8 +329,8 @@ const READ_CHUNK: usize = 16;
 /// Why not `IN (…)`: diesel prepares a statement with a bind list again on every
 /// call; a fixed chain of `OR`ed equalities is prepared once, and SQLite turns it into
 /// an `IN` lookup on the primary key. Short remainders are read one by one.
-pub(crate) fn load_states(conn: &mut SqliteConnection, keys: &[&EntityKey]) -> Res<Vec<Option<EntityState>>> {
-    let mut out: Vec<Option<EntityState>> = keys.iter().map(|_| None).collect();
+pub(crate) fn load_states(conn: &mut SqliteConnection, keys: &[&EntityKey]) -> Res<Vec<Option<Stored>>> {
+    let mut out: Vec<Option<Stored>> = keys.iter().map(|_| None).collect();
     let mut by_type: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         match by_type.iter_mut().find(|(t, _)| *t == key.entity_type()) {
@@ -230,7 +342,7 @@ pub(crate) fn load_states(conn: &mut SqliteConnection, keys: &[&EntityKey]) -> R
         for chunk in idx.chunks(READ_CHUNK) {
             if chunk.len() < READ_CHUNK / 4 {
                 for &i in chunk {
-                    out[i] = load_state(conn, keys[i])?;
+                    out[i] = load_stored(conn, keys[i])?;
                 }
                 continue;
             }
@@ -239,43 +351,48 @@ pub(crate) fn load_states(conn: &mut SqliteConnection, keys: &[&EntityKey]) -> R
             macro_rules! any_id {
                 ($($j:literal)+) => { entities::entity_id.eq(ids[0]) $(.or(entities::entity_id.eq(ids[$j])))+ };
             }
-            let rows: Vec<(String, Option<String>, Option<String>)> = with_logged_state()
+            let rows: Vec<(String, StoredColumns)> = with_logged_state()
                 .filter(entities::entity_type.eq(entity_type))
                 .filter(any_id!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15))
-                .select((entities::entity_id, entities::state, change_log::record.nullable()))
+                .select((
+                    entities::entity_id,
+                    (entities::state, change_log::record.nullable(), entities::updated_pos, entities::older_pos),
+                ))
                 .load(conn)?;
-            for (id, own, record) in rows {
+            for (id, (own, record, pos, older)) in rows {
                 let i = chunk
                     .iter()
                     .copied()
                     .find(|&i| keys[i].entity_id() == id)
                     .ok_or_else(|| unexpected("read an entity that was not asked for"))?;
-                out[i] = Some(decode_state((own, record))?);
+                out[i] = Some(Stored {
+                    state: decode_state((own, record))?,
+                    positions: positions_of(pos, older.as_deref())?,
+                });
             }
         }
     }
     Ok(out)
 }
 
-pub(crate) fn write_entity(
-    conn: &mut SqliteConnection,
-    key: &EntityKey,
-    deleted: bool,
-    json: Option<String>,
-    hash: &Checksum,
-    pos: i64,
-) -> Res<()> {
+pub(crate) fn write_entity(conn: &mut SqliteConnection, r: EntityRowWrite) -> Res<()> {
     diesel::replace_into(entities::table)
         .values((
-            entities::entity_type.eq(key.entity_type()),
-            entities::entity_id.eq(key.entity_id()),
-            entities::state.eq(json),
-            entities::state_hash.eq(hash.as_bytes().as_slice()),
-            entities::deleted.eq(deleted),
-            entities::updated_pos.eq(pos),
+            entities::entity_type.eq(r.key.entity_type()),
+            entities::entity_id.eq(r.key.entity_id()),
+            entities::state.eq(r.json),
+            entities::state_hash.eq(r.hash.as_bytes().as_slice()),
+            entities::deleted.eq(r.deleted),
+            entities::updated_pos.eq(r.pos),
+            entities::older_pos.eq(older_column(&r.older)),
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// `older_pos` as stored: NULL when the record at `updated_pos` holds the whole state.
+fn older_column(older: &[i64]) -> Option<String> {
+    (!older.is_empty()).then(|| older.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
 }
 
 /// An entity row to write (see [`write_entity`]).
@@ -285,6 +402,8 @@ pub(crate) struct EntityRowWrite {
     pub(crate) json: Option<String>,
     pub(crate) hash: Checksum,
     pub(crate) pos: i64,
+    /// Positions of the entity's other records its state still needs.
+    pub(crate) older: Vec<i64>,
 }
 
 /// [`write_entity`] for many rows, [`INSERT_CHUNK`] per statement.
@@ -302,6 +421,7 @@ pub(crate) fn write_entities(conn: &mut SqliteConnection, rows: Vec<EntityRowWri
                     entities::state_hash.eq(r.hash.as_bytes().to_vec()),
                     entities::deleted.eq(r.deleted),
                     entities::updated_pos.eq(r.pos),
+                    entities::older_pos.eq(older_column(&r.older)),
                 )
             })
             .collect();
@@ -310,7 +430,7 @@ pub(crate) fn write_entities(conn: &mut SqliteConnection, rows: Vec<EntityRowWri
         diesel::replace_into(entities::table).values(chunk).execute(conn)?;
     }
     for r in rows {
-        write_entity(conn, &r.key, r.deleted, r.json, &r.hash, r.pos)?;
+        write_entity(conn, r)?;
     }
     Ok(())
 }
@@ -515,7 +635,7 @@ mod tests {
                 ChangeRecord::new(peer.clone(), seq, key("product", format!("e{seq}")), Timestamp(2), state).into()
             })
             .collect();
-        store.apply_remote(&peer, changes, 5, 5).await.expect("merge");
+        store.apply_remote(&peer, changes, 5, 5, None).await.expect("merge");
         let keys: Vec<EntityKey> =
             (0..60).rev().map(|i| key(if i % 3 == 0 { "stock" } else { "product" }, format!("e{i}"))).collect();
         for n in [0, 1, 3, 4, 16, 17, 35, 60] {
@@ -524,7 +644,7 @@ mod tests {
                 .read(move |conn| {
                     let asked: Vec<&EntityKey> = owned.iter().collect();
                     let together = load_states(conn, &asked)?;
-                    let alone = asked.iter().map(|k| load_state(conn, k)).collect::<Res<Vec<_>>>()?;
+                    let alone = asked.iter().map(|k| load_stored(conn, k)).collect::<Res<Vec<_>>>()?;
                     Ok((together, alone))
                 })
                 .await

@@ -25,7 +25,7 @@ use tillmesh_domain::ports::{LocalOutcome, Outbox, StoreError};
 use tillmesh_domain::{ChangeRecord, Checksum, DeviceId, EntityKey, EntityOp, EntityState, Timestamp};
 
 use crate::entities::{
-    conflict_update, load_states, write_conflict_update, write_entities, ConflictUpdate, EntityRowWrite,
+    conflict_update, delete_records, load_states, write_conflict_update, write_entities, ConflictUpdate, EntityRowWrite,
 };
 use crate::json::record_json;
 use crate::queue::insert_operation;
@@ -54,6 +54,8 @@ struct Planned {
 struct Group {
     /// Stored state of each entity (`None`: never written).
     entities: Vec<Option<EntityState>>,
+    /// Log positions of each entity's stored records (superseded by this batch's).
+    positions: Vec<Vec<i64>>,
     ops: Vec<Planned>,
     /// For each entity, the index in `ops` of its first op.
     first_ops: Vec<usize>,
@@ -81,11 +83,13 @@ struct EntityRow {
     write: Option<RowWrite>,
 }
 
-/// An entity row pointing at the record of its last op, and its conflict rows.
+/// An entity row pointing at the record of its last op, its conflict rows, and the
+/// records that one supersedes.
 struct RowWrite {
     hash: Checksum,
     pos: i64,
     conflicts: Option<ConflictUpdate>,
+    superseded: Vec<i64>,
 }
 
 /// A rejected op: the first one in batch order is reported.
@@ -97,7 +101,7 @@ struct Rejected {
 /// Domain work of one group: applies its ops in batch order and makes each record
 /// and each changed entity's row. Pure: runs on either thread.
 fn make_changes(device: &DeviceId, at: Timestamp, seq0: u64, pos0: i64, group: Group) -> Result<Made, Rejected> {
-    let Group { entities, ops, .. } = group;
+    let Group { entities, ops, mut positions, .. } = group;
     let mut out = Made {
         records: Vec::with_capacity(ops.len()),
         rows: Vec::with_capacity(entities.len()),
@@ -119,31 +123,29 @@ fn make_changes(device: &DeviceId, at: Timestamp, seq0: u64, pos0: i64, group: G
         state.apply_local_owned(op, device, at).map_err(|e| fail(StoreError::Rejected(e)))?;
         *exists = true;
         let (seq, pos) = numbers(seq0, pos0, index).map_err(|e| fail(e.into()))?;
+        if !last {
+            // A later op of the batch makes the entity's record, which includes this
+            // op's write: the log keeps only that one (its sequence number is used
+            // all the same, so it is never given to other content).
+            out.entries.push((index, key, state.clone(), created));
+            continue;
+        }
         // One canonical encoding of the new state serves the record's checksum and the
         // entity hash; the state's JSON goes into the log row only, and the entity row
         // points at that row instead of repeating it.
-        // The entity hash is needed after the entity's last op in the batch only; there
-        // it is hashed together with the checksum.
         let canonical = state_bytes(state);
-        let (checksum, hash) = if last {
-            let (checksum, hash) = ChangeRecord::checksum_and_entity_hash(device, seq, &key, at, &canonical);
-            (checksum, Some(hash))
-        } else {
-            (ChangeRecord::checksum_of(device, seq, &key, at, &canonical), None)
-        };
+        let (checksum, hash) = ChangeRecord::checksum_and_entity_hash(device, seq, &key, at, &canonical);
         let json = record_json(device, seq, &key, at, state, &checksum).map_err(|e| fail(e.into()))?;
         check_record_size(&key, json.len()).map_err(|e| fail(StoreError::Rejected(e)))?;
         out.records.push((seq, pos, json));
-        let Some(hash) = hash else {
-            out.entries.push((index, key, state.clone(), created));
-            continue;
-        };
         out.entries.push((index, key.clone(), EntityState::default(), created));
         let state = std::mem::take(state);
+        let superseded = positions.get_mut(entity).map(std::mem::take).unwrap_or_default();
         let write = (before.as_ref() != Some(&state)).then(|| RowWrite {
             hash,
             pos,
             conflicts: conflict_update(&key, before.as_ref(), &state),
+            superseded,
         });
         out.rows.push(EntityRow { index, key, state, write });
     }
@@ -168,8 +170,10 @@ fn numbers(seq0: u64, pos0: i64, index: usize) -> Res<(u64, i64)> {
 fn store(conn: &mut SqliteConnection, device: &DeviceId, own: bool, made: &mut Made) -> Res<()> {
     append_local_all(conn, device, own, &mut made.records)?;
     let mut rows = Vec::with_capacity(made.rows.len());
+    let mut superseded = Vec::new();
     for row in &mut made.rows {
         if let Some(w) = &mut row.write {
+            superseded.append(&mut w.superseded);
             if let Some(update) = w.conflicts.take() {
                 write_conflict_update(conn, &row.key, update)?;
             }
@@ -179,10 +183,13 @@ fn store(conn: &mut SqliteConnection, device: &DeviceId, own: bool, made: &mut M
                 json: None,
                 hash: w.hash,
                 pos: w.pos,
+                older: Vec::new(),
             });
         }
     }
-    write_entities(conn, rows)
+    write_entities(conn, rows)?;
+    // A local write's record holds the entity's whole state: the older ones go.
+    delete_records(conn, &superseded)
 }
 
 /// Splits the batch by entity: every op of an entity goes to the same group, in batch
@@ -228,7 +235,12 @@ fn plan(ops: Vec<(EntityKey, EntityOp)>, split: bool) -> [Group; 2] {
 /// Reads the stored state of each of the group's entities.
 fn read_states(conn: &mut SqliteConnection, group: &mut Group) -> Res<()> {
     let keys: Vec<&EntityKey> = group.first_ops.iter().map(|&i| &group.ops[i].key).collect();
-    group.entities = load_states(conn, &keys)?;
+    let (states, positions) = load_states(conn, &keys)?
+        .into_iter()
+        .map(|s| s.map_or((None, Vec::new()), |s| (Some(s.state), s.positions)))
+        .unzip();
+    group.entities = states;
+    group.positions = positions;
     Ok(())
 }
 
@@ -263,7 +275,11 @@ pub(crate) fn apply_local_tx(
     }
     let seq0 = load_progress(conn, device.as_str())?;
     let pos0 = LogAppender::new(conn)?.next();
-    let own = load_identity(conn)?.as_deref() == Some(device.as_str());
+    let identity = load_identity(conn)?;
+    if identity.retired && identity.writer.as_deref() == Some(device.as_str()) {
+        return Err(StoreError::WriterRetired(device.to_string()).into());
+    }
+    let own = identity.device_id.as_deref() == Some(device.as_str());
     let [mut mine, mut theirs] = plan(ops, n >= SPLIT_FROM);
     // The other thread's states first, so that it starts while the writer reads its own.
     let theirs = if theirs.ops.is_empty() {

@@ -5,6 +5,10 @@ diesel::table! {
     local_identity (singleton) {
         singleton -> Integer,
         device_id -> Text,
+        writer_id -> Nullable<Text>,
+        writer_marker -> Nullable<Text>,
+        writer_since -> Nullable<BigInt>,
+        writer_retired -> Bool,
     }
 }
 
@@ -28,6 +32,7 @@ diesel::table! {
         state_hash -> Binary,
         deleted -> Bool,
         updated_pos -> BigInt,
+        older_pos -> Nullable<Text>,
     }
 }
 
@@ -38,6 +43,13 @@ diesel::table! {
         seq -> BigInt,
         record -> Text,
         own -> Bool,
+    }
+}
+
+diesel::table! {
+    coverage (origin) {
+        origin -> Text,
+        seq -> BigInt,
     }
 }
 

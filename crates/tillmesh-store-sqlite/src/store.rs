@@ -31,9 +31,15 @@ const READERS: usize = 2;
 /// persistent in the file; the others are per connection. (A `:memory:` database
 /// keeps its `memory` journal.) Public so that benchmarks give their bare-SQLite
 /// baselines the same settings.
+///
+/// `synchronous = FULL`: a commit is synced to the WAL before it returns and before
+/// readers (so pullers) can see it. So a power cut loses no sale the till app was
+/// told was saved, and no change a peer has pulled, which is what lets a terminal
+/// keep its writer across power cuts (see the app's `identity.rs`). Group commit
+/// shares one sync among the writes queued behind the writer.
 pub const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 8192; \
      PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; \
+     PRAGMA synchronous = FULL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA temp_store = MEMORY; \
      PRAGMA cache_size = -16000;";
@@ -49,9 +55,8 @@ const WRITER_AUTOCHECKPOINT_PAGES: u32 = 32_000;
 /// WAL (up to [`WRITER_AUTOCHECKPOINT_PAGES`] pages of 8 KiB) does not stay on disk.
 const WAL_SIZE_LIMIT_BYTES: u64 = 64 << 20;
 
-/// Longest time between a commit and the checkpoint that makes it durable. With
-/// `synchronous = NORMAL` a commit reaches the disk when the WAL is synced, which
-/// SQLite does at checkpoints; so this bounds what a power cut can roll back.
+/// Longest time between a commit and the checkpoint that copies it into the
+/// database file (the commit itself is durable in the WAL already).
 const CHECKPOINT_PERIOD: Duration = Duration::from_millis(250);
 
 /// Pragmas of a reader connection (read-only, so an accidental write fails loudly).

@@ -11,7 +11,7 @@ use tillmesh_domain::ports::{ApplyOutcome, ChangePage, ChangePageJson, PeerSyncS
 use tillmesh_domain::{DeviceId, DomainError, EncodedChange, Timestamp, VectorClock, VerifiedChange};
 
 use crate::entities::Working;
-use crate::schema::{change_log, local_identity, origin_progress, peer_cursors};
+use crate::schema::{change_log, coverage, local_identity, origin_progress, peer_cursors};
 use crate::store::{corrupt, to_i64, to_u64, unexpected, Res, SqliteStore};
 
 /// Fewest log rows one `changes_after` call may examine (skipped ones included).
@@ -26,9 +26,27 @@ const MAX_SCAN: usize = 10_000;
 /// inserts of 548-byte rows). Diesel prepares it once only with owned values.
 pub(crate) const INSERT_CHUNK: usize = 16;
 
-/// This terminal's device id, once chosen (see `DeviceStore::local_device_id`).
-pub(crate) fn load_identity(conn: &mut SqliteConnection) -> Res<Option<String>> {
-    Ok(local_identity::table.find(1).select(local_identity::device_id).first(conn).optional()?)
+/// This terminal's identity row: its device id (see `DeviceStore::local_device_id`),
+/// its writer and whether that writer is retired (see `DeviceStore::take_writer`).
+#[derive(Debug, Default)]
+pub(crate) struct Identity {
+    pub device_id: Option<String>,
+    pub writer: Option<String>,
+    pub retired: bool,
+}
+
+/// Reads [`Identity`] (all `None` before the first start stored a device id).
+pub(crate) fn load_identity(conn: &mut SqliteConnection) -> Res<Identity> {
+    let row: Option<(String, Option<String>, bool)> = local_identity::table
+        .find(1)
+        .select((local_identity::device_id, local_identity::writer_id, local_identity::writer_retired))
+        .first(conn)
+        .optional()?;
+    Ok(row.map_or_else(Identity::default, |(device_id, writer, retired)| Identity {
+        device_id: Some(device_id),
+        writer,
+        retired,
+    }))
 }
 
 /// The highest sequence of `origin` held (0 when none).
@@ -249,12 +267,17 @@ fn apply_remote_tx(
     changes: Vec<VerifiedChange>,
     next: i64,
     peer_head: i64,
+    covered: Option<VectorClock>,
 ) -> Res<ApplyOutcome> {
     let mut outcome = ApplyOutcome::default();
     let mut work = Working::with_capacity(changes.len());
     let mut progress = Progress::new();
     let mut log = LogAppender::new(conn)?;
-    let me = load_identity(conn)?;
+    let identity = load_identity(conn)?;
+    let me = identity.device_id.clone();
+    // A record of this terminal's own writer beyond what its log holds means the log
+    // lost changes that peers have: the writer must not write again.
+    let mut writer_behind = false;
     // The entities of changes past their origin's progress (all but duplicates, as a
     // rule) are read together, in the order the changes come (which is the order their
     // rows are written in).
@@ -290,6 +313,9 @@ fn apply_remote_tx(
         // the (origin, seq) index); otherwise the UNIQUE index says. Relaying keeps
         // the original origin, seq and checksum, so A -> B -> C works.
         let own = me.as_deref() == Some(origin);
+        if seq > entry.0 && identity.writer.as_deref() == Some(origin) {
+            writer_behind = true;
+        }
         if own && seq <= entry.1 {
             outcome.duplicates += 1;
             continue;
@@ -304,11 +330,22 @@ fn apply_remote_tx(
         }
     }
     append_received(conn, &mut log, &mut work, &mut outcome, &mut pending)?;
-    outcome.new_conflicts = work.flush(conn)?;
+    let (new_conflicts, redundant) = work.flush(conn)?;
+    outcome.new_conflicts = new_conflicts;
+    // Records appended that the entity already held in substance are duplicates too.
+    outcome.applied -= redundant.min(outcome.applied);
+    outcome.duplicates += redundant;
+    if writer_behind && !identity.retired {
+        tracing::warn!(writer = ?identity.writer, "a peer holds changes of this terminal's writer that its log lost; retiring the writer");
+        diesel::update(local_identity::table.find(1)).set(local_identity::writer_retired.eq(true)).execute(conn)?;
+    }
     for (origin, (before, now)) in progress {
         if now > before {
             save_progress(conn, &origin, now)?;
         }
+    }
+    if let Some(covered) = covered {
+        add_coverage(conn, &covered)?;
     }
     diesel::insert_into(peer_cursors::table)
         .values((
@@ -356,6 +393,45 @@ fn append_received(
     Ok(())
 }
 
+/// Adds a peer's coverage to this store's, writer by writer, up to the highest
+/// sequence of that writer held here: a peer's claim never reaches past what this
+/// terminal has seen of a writer.
+fn add_coverage(conn: &mut SqliteConnection, covered: &VectorClock) -> Res<()> {
+    for (origin, seq) in covered.iter() {
+        let held = load_progress(conn, origin.as_str())?;
+        let seq = (*seq).min(held);
+        let before: Option<i64> = coverage::table.find(origin.as_str()).select(coverage::seq).first(conn).optional()?;
+        if seq > 0 && before.is_none_or(|b| to_i64(seq, "sequence").is_ok_and(|s| s > b)) {
+            diesel::replace_into(coverage::table)
+                .values((coverage::origin.eq(origin.as_str()), coverage::seq.eq(to_i64(seq, "sequence")?)))
+                .execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
+/// The store's coverage (see [`SyncStore::covered`]).
+fn covered_tx(conn: &mut SqliteConnection) -> Res<VectorClock> {
+    let rows: Vec<(String, i64)> = coverage::table.select((coverage::origin, coverage::seq)).load(conn)?;
+    let mut out = VectorClock::new();
+    for (origin, seq) in rows {
+        out.observe(&DeviceId::parse(origin).map_err(|e| corrupt("origin", e))?, to_u64(seq, "sequence")?);
+    }
+    // This terminal holds every change its own writers made (a writer is retired
+    // before its log can be behind what it wrote).
+    if let Some(device) = load_identity(conn)?.device_id {
+        let prefix = format!("{device}.");
+        let own: Vec<(String, i64)> = origin_progress::table
+            .filter(origin_progress::origin.eq(&device).or(origin_progress::origin.like(format!("{prefix}%"))))
+            .select((origin_progress::origin, origin_progress::max_seq))
+            .load(conn)?;
+        for (origin, seq) in own {
+            out.observe(&DeviceId::parse(origin).map_err(|e| corrupt("origin", e))?, to_u64(seq, "sequence")?);
+        }
+    }
+    Ok(out)
+}
+
 /// The body of `changes_after`, inside a read transaction.
 fn changes_after_tx(
     conn: &mut SqliteConnection,
@@ -370,7 +446,7 @@ fn changes_after_tx(
         .into_iter()
         .map(|record| EncodedChange::decode(record).map_err(|e| corrupt("change record", e)))
         .collect::<Res<Vec<_>>>()?;
-    Ok(ChangePage { changes, next: raw.next, has_more: raw.has_more, head: raw.head })
+    Ok(ChangePage { changes, next: raw.next, has_more: raw.has_more, head: raw.head, covered: raw.covered })
 }
 
 /// The page as stored JSON texts; [`changes_after_tx`] decodes them.
@@ -382,7 +458,8 @@ fn changes_after_json_tx(
     known: &HashMap<String, u64>,
 ) -> Res<ChangePageJson> {
     let head = log_head_tx(conn)?;
-    let mut page = ChangePageJson { changes: Vec::new(), next: after, has_more: false, head };
+    let covered = covered_tx(conn)?;
+    let mut page = ChangePageJson { changes: Vec::new(), next: after, has_more: false, head, covered };
     if after >= head {
         return Ok(page);
     }
@@ -426,7 +503,7 @@ fn known_by_origin(known: &VectorClock) -> HashMap<String, u64> {
     known.iter().map(|(d, n)| (d.as_str().to_string(), *n)).collect()
 }
 
-fn log_head_tx(conn: &mut SqliteConnection) -> Res<u64> {
+pub(crate) fn log_head_tx(conn: &mut SqliteConnection) -> Res<u64> {
     let head: Option<i64> = change_log::table.select(diesel::dsl::max(change_log::pos)).first(conn)?;
     to_u64(head.unwrap_or(0), "log position")
 }
@@ -488,6 +565,7 @@ impl SyncStore for SqliteStore {
         changes: Vec<EncodedChange>,
         next: u64,
         peer_head: u64,
+        covered: Option<VectorClock>,
     ) -> Result<ApplyOutcome, StoreError> {
         let peer = peer.clone();
         let (next, peer_head) = match (i64::try_from(next), i64::try_from(peer_head)) {
@@ -500,7 +578,7 @@ impl SyncStore for SqliteStore {
         };
         self.write_after(move || {
             let prepared = prepare_remote(changes)?;
-            Ok(move |conn: &mut SqliteConnection| apply_remote_tx(conn, &peer, prepared, next, peer_head))
+            Ok(move |conn: &mut SqliteConnection| apply_remote_tx(conn, &peer, prepared, next, peer_head, covered))
         })
         .await
     }
@@ -517,6 +595,10 @@ impl SyncStore for SqliteStore {
             Ok(VectorClock::from_entries(entries))
         })
         .await
+    }
+
+    async fn covered(&self) -> Result<VectorClock, StoreError> {
+        self.read(covered_tx).await
     }
 
     async fn log_head(&self) -> Result<u64, StoreError> {

@@ -49,6 +49,7 @@ contract!(
     new_entities_are_stored_as_received_and_read_back_alike,
     sync_results_and_peer_states,
     device_identity,
+    a_writer_is_kept_until_retired_and_never_taken_twice,
     device_registry_rules,
     queue_lifecycle,
     outbox_is_queued_with_the_batch_or_not_at_all,
@@ -412,8 +413,9 @@ mod cases {
         write(&a, vec![(key("stock", "p1"), counter("qty", -3))], 2).await;
         write(&a, vec![(key("product", "p2"), EntityOp::Delete)], 3).await;
 
+        // The log keeps each entity's latest record only: three, not five.
         let out = pull(&a, &bb).await;
-        assert_eq!((out.applied, out.duplicates), (5, 0));
+        assert_eq!((out.applied, out.duplicates), (3, 0));
         assert!(out.new_conflicts.is_empty());
         assert_eq!(digest(&a).await, digest(&bb).await);
         let d = digest(&bb).await;
@@ -425,8 +427,10 @@ mod cases {
         let p2 = bb.store.entity(&key("product", "p2")).await.expect("read").expect("tombstone");
         assert!(p2.is_deleted());
         // The receiver relays: its log holds a's records with a's origin and seqs.
-        assert_eq!(bb.store.log_head().await.expect("head"), 5);
+        assert_eq!(bb.store.log_head().await.expect("head"), 3);
         assert_eq!(bb.store.known_origins().await.expect("known"), a.store.known_origins().await.expect("known"));
+        // Having reached a's head, b holds everything a covers.
+        assert_eq!(bb.store.covered().await.expect("covered"), VectorClock::from_entries([(a.id.clone(), 5)]));
         let st = bb.store.peer_state(&a.id).await.expect("peer");
         assert_eq!((st.cursor, st.peer_head), (5, 5));
         // Local writes on the receiver get its own sequence, from 1.
@@ -443,11 +447,12 @@ mod cases {
         let ops = (0..5).map(|i| (key("item", &format!("i{i}")), put(&[("n", json!(i))]))).collect();
         write(&a, ops, 1).await;
         let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
-        let first = bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head).await.expect("apply");
+        let first =
+            bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head, None).await.expect("apply");
         assert_eq!((first.applied, first.duplicates), (5, 0));
         let d1 = digest(&bb).await;
         let again =
-            bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head).await.expect("apply again");
+            bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head, None).await.expect("apply again");
         assert_eq!((again.applied, again.duplicates), (0, 5));
         assert!(again.new_conflicts.is_empty());
         assert_eq!(digest(&bb).await, d1);
@@ -455,7 +460,7 @@ mod cases {
         // A batch mixing held and new changes applies only the new ones.
         write(&a, vec![(key("item", "i9"), put(&[("n", json!(9))]))], 2).await;
         let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
-        let mixed = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("apply mixed");
+        let mixed = bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None).await.expect("apply mixed");
         assert_eq!((mixed.applied, mixed.duplicates), (1, 5));
         assert_eq!(digest(&bb).await, digest(&a).await);
     }
@@ -474,9 +479,9 @@ mod cases {
         // The first 20 arrive first (say, relayed by another peer): of the batch's
         // statements of 16, the first holds only held changes, the second some.
         let early: Vec<_> = page.changes[..20].to_vec();
-        let first = bb.store.apply_remote(&a.id, early, 0, 0).await.expect("apply some");
+        let first = bb.store.apply_remote(&a.id, early, 0, 0, None).await.expect("apply some");
         assert_eq!((first.applied, first.duplicates), (20, 0));
-        let all = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("apply all");
+        let all = bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None).await.expect("apply all");
         assert_eq!((all.applied, all.duplicates), (30, 20));
         assert_eq!(bb.store.log_head().await.expect("head"), 50);
         let log = bb.store.changes_after(0, 1000, usize::MAX, &VectorClock::new()).await.expect("log");
@@ -501,10 +506,10 @@ mod cases {
         // Everything b holds, a's own records included (no known vector to skip them).
         let page = bb.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
         assert_eq!(page.changes.len(), 6);
-        let echo = a.store.apply_remote(&bb.id, page.changes.clone(), page.next, page.head).await.expect("apply");
+        let echo = a.store.apply_remote(&bb.id, page.changes.clone(), page.next, page.head, None).await.expect("apply");
         assert_eq!((echo.applied, echo.duplicates), (1, 5));
         assert_eq!(a.store.log_head().await.expect("head"), 6, "only b's record was appended");
-        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head).await.expect("apply again");
+        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head, None).await.expect("apply again");
         assert_eq!((again.applied, again.duplicates), (0, 6));
         assert_eq!(digest(&a).await, digest(&bb).await);
         assert_ne!(digest(&a).await, before);
@@ -528,7 +533,7 @@ mod cases {
         assert_eq!((back.applied, back.duplicates), (3, 0));
         assert_eq!(a.store.known_origins().await.expect("known"), VectorClock::from_entries([(a.id.clone(), 3)]));
         let page = bb.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
-        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head).await.expect("apply again");
+        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head, None).await.expect("apply again");
         assert_eq!((again.applied, again.duplicates), (0, 3));
         let out = write(&a, vec![(key("item", "i9"), put(&[("n", json!(9))]))], 2).await;
         assert_eq!(out.seqs, vec![4]);
@@ -576,7 +581,7 @@ mod cases {
         record.verify().expect("checksum and invariants are fine: only the size is wrong");
         let err = bb
             .store
-            .apply_remote(&a.id, vec![record.into(), page.changes[1].clone()], page.next, page.head)
+            .apply_remote(&a.id, vec![record.into()], page.next, page.head, None)
             .await
             .expect_err("over the cap");
         assert!(matches!(err, StoreError::BadBatch(DomainError::TooLarge { .. })), "got {err:?}");
@@ -585,6 +590,69 @@ mod cases {
         assert_eq!(bb.store.peer_state(&a.id).await.expect("peer").cursor, 0);
         pull(&a, &bb).await;
         assert_eq!(digest(&bb).await, digest(&a).await);
+    }
+
+    pub async fn a_writer_is_kept_until_retired_and_never_taken_twice(b: Backend) {
+        use tillmesh_domain::ports::WriterRecord;
+        let a = b.node("a").await;
+        let peer = b.node("p").await;
+        assert_eq!(a.store.writer().await.expect("writer"), None, "none before the first take");
+        write(&a, vec![(key("item", "before"), put(&[("n", json!(0))]))], 1).await;
+        let w = device("a.0001");
+        let taken = a.store.take_writer(w.clone(), "m1".into(), None).await.expect("take");
+        assert_eq!(taken, WriterRecord { writer: w.clone(), marker: "m1".into(), since: 1, retired: false });
+        assert_eq!(a.store.writer().await.expect("writer"), Some(taken.clone()));
+        let out =
+            a.store.apply_local(&w, vec![(key("item", "i1"), put(&[("n", json!(1))]))], ts(2)).await.expect("write");
+        assert_eq!(out.seqs, vec![1]);
+        let err = a.store.take_writer(w.clone(), "m2".into(), None).await.expect_err("taken twice");
+        assert!(matches!(err, StoreError::InvalidState(_)), "got {err:?}");
+
+        // A peer that holds no more than the log does not retire it.
+        assert!(!a.store.note_held_elsewhere(&w, 1).await.expect("note"));
+        assert!(!a.store.note_held_elsewhere(&device("someone.else"), 99).await.expect("note"));
+        // A peer holding more does, and a write under it is refused with nothing written.
+        assert!(a.store.note_held_elsewhere(&w, 2).await.expect("note"));
+        assert!(a.store.writer().await.expect("writer").expect("some").retired);
+        let head = a.store.log_head().await.expect("head");
+        let err = a
+            .store
+            .apply_local(&w, vec![(key("item", "i2"), put(&[("n", json!(2))]))], ts(3))
+            .await
+            .expect_err("retired");
+        assert!(matches!(err, StoreError::WriterRetired(_)), "got {err:?}");
+        assert_eq!(a.store.log_head().await.expect("head"), head);
+        let next = a.store.take_writer(device("a.0002"), "m1".into(), Some(0)).await.expect("new writer");
+        assert_eq!((next.since, next.retired), (0, false));
+        a.store
+            .apply_local(&next.writer, vec![(key("item", "i2"), put(&[("n", json!(2))]))], ts(3))
+            .await
+            .expect("write");
+
+        // Receiving a change of the current writer beyond the log's retires it too.
+        let w3 = device("p.0003");
+        peer.store.take_writer(w3.clone(), "pm".into(), None).await.expect("take");
+        for i in 0..3 {
+            peer.store
+                .apply_local(&w3, vec![(key("thing", &format!("t{i}")), put(&[("n", json!(i))]))], ts(4))
+                .await
+                .expect("write");
+        }
+        let page = peer.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        // `peer` plays a terminal whose log lost t1 and t2 (a rollback its marker missed).
+        let lost = peer.store.changes_after(1, 100, usize::MAX, &VectorClock::new()).await.expect("page");
+        let fresh = b.node("p2").await;
+        fresh.store.apply_remote(&peer.id, page.changes[..1].to_vec(), 1, 1, None).await.expect("first");
+        fresh.store.take_writer(w3.clone(), "pm2".into(), None).await.expect_err("held already");
+        let rolled_back = b.node("p3").await;
+        rolled_back.store.take_writer(w3.clone(), "pm".into(), None).await.expect("take");
+        rolled_back
+            .store
+            .apply_local(&w3, vec![(key("thing", "t0"), put(&[("n", json!(0))]))], ts(4))
+            .await
+            .expect("write");
+        rolled_back.store.apply_remote(&peer.id, lost.changes, lost.next, lost.head, None).await.expect("apply");
+        assert!(rolled_back.store.writer().await.expect("writer").expect("some").retired, "a peer held more of it");
     }
 
     pub async fn tampered_batch_is_rejected_whole(b: Backend) {
@@ -609,7 +677,7 @@ mod cases {
             e.value = json!(666);
         }
         tampered[1] = record.into();
-        let err = bb.store.apply_remote(&a.id, tampered, page.next, page.head).await.expect_err("tampered batch");
+        let err = bb.store.apply_remote(&a.id, tampered, page.next, page.head, None).await.expect_err("tampered batch");
         assert!(matches!(err, StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 3, .. })), "got {err:?}");
         // A record whose checksum matches but breaks invariants (seq 0) is rejected too.
         let mut bad = page.changes[2].to_record().expect("record");
@@ -618,7 +686,7 @@ mod cases {
         let bad = bad.into();
         let err = bb
             .store
-            .apply_remote(&a.id, vec![page.changes[0].clone(), bad], page.next, page.head)
+            .apply_remote(&a.id, vec![page.changes[0].clone(), bad], page.next, page.head, None)
             .await
             .expect_err("invalid record");
         assert!(matches!(err, StoreError::BadBatch(DomainError::InvalidRecord(_))));
@@ -628,7 +696,7 @@ mod cases {
         assert_eq!(bb.store.entity(&key("item", "i1")).await.expect("read"), None);
         assert_eq!(bb.store.peer_state(&a.id).await.expect("peer"), cursor_before);
         // The genuine batch still applies afterwards.
-        let ok = bb.store.apply_remote(&a.id, page.changes, page.next, page.head).await.expect("genuine batch");
+        let ok = bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None).await.expect("genuine batch");
         assert_eq!(ok.applied, 3);
         assert_eq!(digest(&bb).await, digest(&a).await);
     }
@@ -771,7 +839,7 @@ mod cases {
         a.store.record_sync_result(&q, ts(5), Some("refused".into())).await.expect("record");
         let st = a.store.peer_state(&q).await.expect("peer");
         assert_eq!((st.cursor, st.last_sync, st.last_error.as_deref()), (0, None, Some("refused")));
-        a.store.apply_remote(&q, Vec::new(), 7, 9).await.expect("empty batch moves the cursor");
+        a.store.apply_remote(&q, Vec::new(), 7, 9, None).await.expect("empty batch moves the cursor");
         a.store.record_sync_result(&q, ts(10), None).await.expect("record");
         let st = a.store.peer_state(&q).await.expect("peer");
         assert_eq!((st.cursor, st.peer_head, st.last_sync, st.last_error), (7, 9, Some(ts(10)), None));

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tillmesh_domain::ports::TransportError;
 use tillmesh_domain::wire::{PullLinesHeaderV1, PullResponseV1, MAX_BATCH_SIZE};
-use tillmesh_domain::{DeviceId, EncodedChange};
+use tillmesh_domain::{DeviceId, EncodedChange, VectorClock};
 
 /// Batches of at least this many records are decoded on two threads.
 const SPLIT_FROM: usize = 64;
@@ -28,6 +28,8 @@ struct Envelope {
     log_epoch: String,
     #[serde(default)]
     epoch_start: u64,
+    #[serde(default)]
+    covered: VectorClock,
 }
 
 fn undecodable(e: impl std::fmt::Display) -> TransportError {
@@ -50,12 +52,12 @@ pub(crate) async fn decode_pull(body: Vec<u8>) -> Result<PullResponseV1, Transpo
         .map_err(undecodable)?
         .map_err(undecodable)?;
     over_limit(env.changes.len())?;
-    let Envelope { device_id, mut changes, next, has_more, head, log_epoch, epoch_start } = env;
+    let Envelope { device_id, mut changes, next, has_more, head, log_epoch, epoch_start, covered } = env;
     let tail = if changes.len() >= SPLIT_FROM { changes.split_off(changes.len() / 2) } else { Vec::new() };
     let decode = |raw: Vec<Box<RawValue>>| off_runtime(move || raw.into_iter().map(EncodedChange::from_json).collect());
     let (mut changes, tail) = tokio::try_join!(decode(changes), decode(tail))?;
     changes.extend(tail);
-    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start })
+    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start, covered })
 }
 
 /// Decodes a pull answer written as lines ([`tillmesh_domain::wire::PULL_LINES_MEDIA_TYPE`]):
@@ -95,8 +97,8 @@ pub(crate) async fn decode_pull_lines(body: Vec<u8>) -> Result<PullResponseV1, T
     if changes.len() != header.count {
         return Err(undecodable(format!("{} record lines, the header says {}", changes.len(), header.count)));
     }
-    let PullLinesHeaderV1 { device_id, next, has_more, head, log_epoch, epoch_start, .. } = header;
-    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start })
+    let PullLinesHeaderV1 { device_id, next, has_more, head, log_epoch, epoch_start, covered, .. } = header;
+    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start, covered })
 }
 
 fn record_line(line: &[u8]) -> Result<EncodedChange, String> {
@@ -127,6 +129,7 @@ mod tests {
             })
             .collect();
         PullResponseV1 {
+            covered: Default::default(),
             device_id: DeviceId::parse("server").expect("id"),
             changes,
             next: n + 3,
@@ -167,6 +170,7 @@ mod tests {
     /// `m` written as lines, as a server writes it.
     fn lines(m: &PullResponseV1) -> Vec<u8> {
         let header = PullLinesHeaderV1 {
+            covered: m.covered.clone(),
             device_id: m.device_id.clone(),
             count: m.changes.len(),
             next: m.next,

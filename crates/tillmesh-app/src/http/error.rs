@@ -80,6 +80,11 @@ impl From<StoreError> for ApiError {
                 err.status = StatusCode::BAD_REQUEST;
                 err
             }
+            StoreError::WriterRetired(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "writer_retired",
+                format!("writer {m} was retired while writing; write again"),
+            ),
             StoreError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
             StoreError::Unexpected(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", m),

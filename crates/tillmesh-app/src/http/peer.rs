@@ -10,7 +10,7 @@ use tillmesh_domain::wire::{
     HelloV1, PullLinesHeaderV1, PullRequestV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, PULL_LINES_MEDIA_TYPE,
     SYNC_BATCH_BYTES,
 };
-use tillmesh_domain::DeviceId;
+use tillmesh_domain::{DeviceId, VectorClock};
 
 use super::error::{ApiError, ApiJson};
 use super::SharedState;
@@ -45,6 +45,14 @@ pub async fn pull(
     }
     let limit = (req.limit as usize).clamp(1, MAX_BATCH_SIZE);
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX).clamp(1024, 4 * SYNC_BATCH_BYTES);
+    let writer = state.writer.current();
+    let held = req.known.get(&writer.writer);
+    if held > 0 && state.store.note_held_elsewhere(&writer.writer, held).await? {
+        // The puller holds more of this writer than the log: take a new one now, so
+        // the answer already names the new epoch.
+        state.writer.replace(&writer.writer).await?;
+    }
+    let writer = state.writer.current();
     let page = state.store.changes_after_json(req.after, limit, max_bytes, &req.known).await?;
     if peer.device_id != state.device_id {
         state.network.touch(&peer.device_id).await;
@@ -57,8 +65,9 @@ pub async fn pull(
         next: page.next,
         has_more: page.has_more,
         head: page.head,
-        log_epoch: state.writer_id.to_string(),
-        epoch_start: state.epoch_start,
+        log_epoch: writer.writer.to_string(),
+        epoch_start: writer.since,
+        covered: page.covered,
         lines: accepts_lines(&headers),
     })
 }
@@ -87,6 +96,7 @@ pub struct RawPullResponse {
     head: u64,
     log_epoch: String,
     epoch_start: u64,
+    covered: VectorClock,
     lines: bool,
 }
 
@@ -106,6 +116,7 @@ impl RawPullResponse {
             head: self.head,
             log_epoch: self.log_epoch.clone(),
             epoch_start: self.epoch_start,
+            covered: self.covered.clone(),
         };
         // Strings and integers only: encoding cannot fail.
         let mut out = serde_json::to_string(&header).ok()?;
@@ -132,12 +143,14 @@ impl RawPullResponse {
             out.push_str(c);
         }
         out.push_str(&format!(
-            "],\"next\":{},\"has_more\":{},\"head\":{},\"log_epoch\":{},\"epoch_start\":{}}}",
+            "],\"next\":{},\"has_more\":{},\"head\":{},\"log_epoch\":{},\"epoch_start\":{},\"covered\":{}}}",
             self.next,
             self.has_more,
             self.head,
             json_string(&self.log_epoch),
-            self.epoch_start
+            self.epoch_start,
+            // Device ids and integers only: encoding cannot fail.
+            serde_json::to_string(&self.covered).unwrap_or_else(|_| "{}".into())
         ));
         out
     }
@@ -175,6 +188,7 @@ mod tests {
     /// An answer from "server" (next 42, head 99, epoch start 5) with these changes.
     fn answer(changes: Vec<String>, has_more: bool, log_epoch: &str, lines: bool) -> RawPullResponse {
         RawPullResponse {
+            covered: Default::default(),
             device_id: DeviceId::parse("server").expect("id"),
             changes,
             next: 42,

@@ -7,6 +7,7 @@ use serde_json::Value;
 use tillmesh_domain::ports::{Clock, LocalOutcome, Store, StoreError};
 use tillmesh_domain::{DeviceId, EntityKey, EntityOp, EntityState};
 
+use crate::identity::Writer;
 use crate::services::queue::OfflineQueueService;
 
 /// Most ops accepted in one batch.
@@ -14,7 +15,7 @@ pub const MAX_BATCH_OPS: usize = 10_000;
 
 /// Entity reads and writes for the API.
 pub struct EntityService {
-    device: DeviceId,
+    writer: Arc<Writer>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     queue: Arc<OfflineQueueService>,
@@ -23,12 +24,12 @@ pub struct EntityService {
 impl EntityService {
     /// Wires the service.
     pub fn new(
-        device: DeviceId,
+        writer: Arc<Writer>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         queue: Arc<OfflineQueueService>,
     ) -> Self {
-        Self { device, store, clock, queue }
+        Self { writer, store, clock, queue }
     }
 
     /// Applies ops atomically and, in the same transaction, queues the sales they
@@ -40,14 +41,27 @@ impl EntityService {
         for (_, op) in &ops {
             op.validate()?;
         }
+        let writer = self.writer.current().writer;
+        match self.write_as(&writer, ops.clone()).await {
+            // A peer showed that this log lost changes of the writer (nothing was
+            // written): write again under a new one.
+            Err(StoreError::WriterRetired(_)) => {
+                let fresh = self.writer.replace(&writer).await?.writer;
+                self.write_as(&fresh, ops).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_as(&self, writer: &DeviceId, ops: Vec<(EntityKey, EntityOp)>) -> Result<LocalOutcome, StoreError> {
         let now = self.clock.now();
         match self.queue.sale_outbox() {
             Some(outbox) => {
-                let outcome = self.store.apply_local_with_outbox(&self.device, ops, now, outbox).await?;
+                let outcome = self.store.apply_local_with_outbox(writer, ops, now, outbox).await?;
                 self.queue.wake();
                 Ok(outcome)
             }
-            None => self.store.apply_local(&self.device, ops, now).await,
+            None => self.store.apply_local(writer, ops, now).await,
         }
     }
 

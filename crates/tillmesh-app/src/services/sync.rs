@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use tillmesh_domain::device::DeviceRecord;
 use tillmesh_domain::ports::{Clock, PeerTransport, Store, StoreError};
-use tillmesh_domain::{DeviceId, EncodedChange, VectorClock};
+use tillmesh_domain::DeviceId;
 use tokio::sync::Mutex;
 
 use crate::config::base_url;
@@ -123,12 +123,12 @@ impl SyncService {
         let mut pulled = 0u64;
         let state = self.store.peer_state(&peer.device_id).await.map_err(|e| (pulled, e.to_string()))?;
         let mut cursor = state.cursor;
-        let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
+        let known = self.store.covered().await.map_err(|e| (pulled, e.to_string()))?;
         // Batches are fetched and checked ahead while earlier ones are stored; a
         // return (error or rewind) drops `ahead`, which stops the fetching.
         let mut ahead = PullAhead::start(self.plan(&base), cursor, known);
         while let Some(fetched) = ahead.next().await {
-            let (req_known, mut resp) = fetched.map_err(|e| (pulled, e.to_string()))?;
+            let (_asked_with, mut resp) = fetched.map_err(|e| (pulled, e.to_string()))?;
             if resp.device_id != peer.device_id {
                 return Err((pulled, format!("{base} now answers as {}", resp.device_id)));
             }
@@ -146,12 +146,12 @@ impl SyncService {
                 );
                 drop(ahead);
                 self.store
-                    .apply_remote(&peer.device_id, Vec::new(), resp.epoch_start, resp.head)
+                    .apply_remote(&peer.device_id, Vec::new(), resp.epoch_start, resp.head, None)
                     .await
                     .map_err(|e| (pulled, e.to_string()))?;
                 self.remember_epoch(&peer.device_id, &resp.log_epoch);
                 cursor = resp.epoch_start;
-                let known = self.store.known_origins().await.map_err(|e| (pulled, e.to_string()))?;
+                let known = self.store.covered().await.map_err(|e| (pulled, e.to_string()))?;
                 ahead = PullAhead::start(self.plan(&base), cursor, known);
                 continue;
             }
@@ -161,10 +161,12 @@ impl SyncService {
             if resp.next < cursor {
                 return Err((pulled, "peer's log went backwards (was its database replaced?)".into()));
             }
-            in_origin_order(&req_known, &mut resp.changes).map_err(|e| (pulled, e))?;
+            // Reaching the peer's head, this terminal holds everything the peer held
+            // when it answered: its coverage becomes ours too.
+            let covered = (!resp.has_more).then(|| std::mem::take(&mut resp.covered));
             let outcome = self
                 .store
-                .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head)
+                .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head, covered)
                 .await
                 .map_err(|e| (pulled, e.to_string()))?;
             cursor = resp.next;
@@ -207,63 +209,5 @@ impl SyncService {
                 tracing::error!(error = %e, "sync round failed");
             }
         }
-    }
-}
-
-/// Puts a batch in per-origin sequence order and checks it has no gaps after what we
-/// announced as known. A log serves each origin's changes in order without gaps; a
-/// batch that skips one (a buggy or hostile peer) would make the skipped change look
-/// "known" forever, so it is refused whole.
-fn in_origin_order(known: &VectorClock, changes: &mut [EncodedChange]) -> Result<(), String> {
-    changes.sort_by(|a, b| a.origin.cmp(&b.origin).then(a.seq.cmp(&b.seq)));
-    let mut expected: Option<(&DeviceId, u64)> = None;
-    for c in changes.iter() {
-        let next = match expected {
-            Some((o, n)) if o == &c.origin => n,
-            _ => known.get(&c.origin) + 1,
-        };
-        if c.seq > next {
-            return Err(format!("peer skipped changes {}#{}..{} (gap in its log)", c.origin, next, c.seq - 1));
-        }
-        expected = Some((&c.origin, next.max(c.seq + 1)));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tillmesh_domain::{ChangeRecord, EntityKey, EntityState, Timestamp};
-
-    fn rec(origin: &str, seq: u64) -> EncodedChange {
-        let d = DeviceId::parse(origin).expect("id");
-        let mut s = EntityState::default();
-        s.context.observe(&d, seq);
-        ChangeRecord::new(d, seq, EntityKey::new("t", "x").expect("key"), Timestamp(0), s).into()
-    }
-
-    #[test]
-    fn a_shuffled_batch_is_put_back_in_sequence_order() {
-        let mut batch = vec![rec("b", 1), rec("a", 3), rec("a", 2), rec("b", 2)];
-        let known = VectorClock::from_entries([(DeviceId::parse("a").expect("id"), 1)]);
-        assert!(in_origin_order(&known, &mut batch).is_ok());
-        let order: Vec<(String, u64)> = batch.iter().map(|c| (c.origin.to_string(), c.seq)).collect();
-        assert_eq!(order, vec![("a".into(), 2), ("a".into(), 3), ("b".into(), 1), ("b".into(), 2)]);
-    }
-
-    #[test]
-    fn a_batch_with_a_gap_is_refused() {
-        let mut batch = vec![rec("a", 1), rec("a", 3)];
-        assert!(in_origin_order(&VectorClock::new(), &mut batch).is_err());
-        let mut skipping_known = vec![rec("a", 5)];
-        let known = VectorClock::from_entries([(DeviceId::parse("a").expect("id"), 3)]);
-        assert!(in_origin_order(&known, &mut skipping_known).is_err());
-    }
-
-    #[test]
-    fn duplicates_of_known_changes_are_fine() {
-        let mut batch = vec![rec("a", 1), rec("a", 2), rec("a", 2), rec("a", 3)];
-        let known = VectorClock::from_entries([(DeviceId::parse("a").expect("id"), 2)]);
-        assert!(in_origin_order(&known, &mut batch).is_ok());
     }
 }

@@ -25,6 +25,10 @@ pub enum StoreError {
     /// A change in a remote batch failed checksum or validation; nothing was applied.
     #[error("rejected batch: {0}")]
     BadBatch(DomainError),
+    /// The writer a local write named was retired (a peer holds more of it than this
+    /// log does): nothing was written; take a new writer and write again.
+    #[error("writer {0} is retired: a peer holds more of its changes than this log")]
+    WriterRetired(String),
     /// The named row does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -70,6 +74,8 @@ pub struct ChangePageJson {
     pub has_more: bool,
     /// The log's current length.
     pub head: u64,
+    /// The store's coverage, read with the page ([`SyncStore::covered`]).
+    pub covered: VectorClock,
 }
 
 /// One page of the change log.
@@ -83,6 +89,8 @@ pub struct ChangePage {
     pub has_more: bool,
     /// The log's current length.
     pub head: u64,
+    /// The store's coverage, read with the page ([`SyncStore::covered`]).
+    pub covered: VectorClock,
 }
 
 /// The store's replicated state, summarised.
@@ -213,11 +221,13 @@ pub trait SyncStore: Send + Sync + 'static {
     ) -> Result<ChangePageJson, StoreError> {
         let page = self.changes_after(after, limit, max_bytes, known).await?;
         let changes = page.changes.into_iter().map(EncodedChange::into_json).collect();
-        Ok(ChangePageJson { changes, next: page.next, has_more: page.has_more, head: page.head })
+        Ok(ChangePageJson { changes, next: page.next, has_more: page.has_more, head: page.head, covered: page.covered })
     }
 
     /// Applies a peer's batch and advances that peer's cursor to `next` and its
     /// head to `peer_head`, in one transaction. Changes already held are no-ops.
+    /// `covered`: the peer's coverage, given with the batch that reached its head; it
+    /// is added to this store's (up to the highest sequence of each writer held).
     ///
     /// # Errors
     /// [`StoreError::BadBatch`] and nothing applied (cursor unchanged) if any change
@@ -228,7 +238,16 @@ pub trait SyncStore: Send + Sync + 'static {
         changes: Vec<EncodedChange>,
         next: u64,
         peer_head: u64,
+        covered: Option<VectorClock>,
     ) -> Result<ApplyOutcome, StoreError>;
+
+    /// This store's coverage: per writer, a sequence up to which it holds every change
+    /// of that writer — the recorded coverage, and for this terminal's own writers
+    /// the highest sequence held. What a puller announces as `known`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`].
+    async fn covered(&self) -> Result<VectorClock, StoreError>;
 
     /// Per origin, the highest sequence held.
     ///
@@ -262,6 +281,21 @@ pub trait SyncStore: Send + Sync + 'static {
         -> Result<(), StoreError>;
 }
 
+/// The writer a terminal writes its changes under, as stored in its data dir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterRecord {
+    /// `<device id>.<incarnation>`.
+    pub writer: DeviceId,
+    /// What ties the writer to this machine and this database file (a copy or a
+    /// restored backup has another marker, so it takes a new writer).
+    pub marker: String,
+    /// Log length when the writer was taken: the start of its log epoch.
+    pub since: u64,
+    /// A peer turned out to hold more of this writer than the log does: it must not
+    /// write again.
+    pub retired: bool,
+}
+
 /// This terminal's identity and the device registry.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait::async_trait]
@@ -271,6 +305,35 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unexpected`].
     async fn local_device_id(&self, fresh: DeviceId) -> Result<DeviceId, StoreError>;
+
+    /// The writer this terminal writes under, if one was taken.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`].
+    async fn writer(&self) -> Result<Option<WriterRecord>, StoreError>;
+
+    /// Takes `writer` as this terminal's writer from now on, tied to `marker`, its
+    /// epoch starting at `since` (at most the current log length; `None`: the current
+    /// log length).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidState`] when the log already holds changes of `writer`
+    /// (a writer is never taken twice); [`StoreError::Unexpected`].
+    async fn take_writer(
+        &self,
+        writer: DeviceId,
+        marker: String,
+        since: Option<u64>,
+    ) -> Result<WriterRecord, StoreError>;
+
+    /// A peer holds `writer`'s changes up to `seq`. When `writer` is this terminal's
+    /// writer and `seq` is beyond what its log holds, the log lost changes that peers
+    /// have (a rollback): the writer is retired, so that no sequence number or dot of
+    /// it is used twice. Returns whether the writer is retired.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`].
+    async fn note_held_elsewhere(&self, writer: &DeviceId, seq: u64) -> Result<bool, StoreError>;
 
     /// Inserts or replaces a device. A `manual` or `self` source is never downgraded
     /// to `mdns`.

@@ -97,9 +97,11 @@ pub async fn pull_pages(from: &Node, to: &Node, limit: usize, max_bytes: usize) 
     let mut total = ApplyOutcome::default();
     for _ in 0..100_000 {
         let cursor = to.store.peer_state(&from.id).await.expect("peer state").cursor;
-        let known = to.store.known_origins().await.expect("known origins");
+        let known = to.store.covered().await.expect("coverage");
         let page = from.store.changes_after(cursor, limit, max_bytes, &known).await.expect("changes after");
-        let out = to.store.apply_remote(&from.id, page.changes, page.next, page.head).await.expect("apply remote");
+        let covered = (!page.has_more).then(|| page.covered.clone());
+        let out =
+            to.store.apply_remote(&from.id, page.changes, page.next, page.head, covered).await.expect("apply remote");
         total.applied += out.applied;
         total.duplicates += out.duplicates;
         total.new_conflicts.extend(out.new_conflicts);

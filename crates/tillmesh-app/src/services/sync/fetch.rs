@@ -80,13 +80,12 @@ async fn fetch(plan: PullPlan, mut after: u64, mut known: VectorClock, tx: mpsc:
             // A position that does not advance ends the fetching (the consumer refuses
             // one that goes back).
             Ok(resp) if resp.has_more && resp.next > after => {
-                // What this batch adds to `known` is known already to the next request.
-                // Changes that arrived meanwhile from other peers need not come again.
+                // Changes covered meanwhile (another peer's pull reached its head) need
+                // not come again. A batch's own changes do not add to coverage: a
+                // compacted log serves a writer's changes out of order, so holding
+                // one says nothing of the writer's earlier ones.
                 let mut next_known = req.known.clone();
-                for c in &resp.changes {
-                    next_known.observe(&c.origin, c.seq);
-                }
-                if let Ok(stored) = plan.store.known_origins().await {
+                if let Ok(stored) = plan.store.covered().await {
                     next_known.merge(&stored);
                 }
                 Some((resp.next, next_known))

@@ -1,0 +1,193 @@
+//! The compacted log: a record that a later record of its entity includes is neither
+//! kept nor served, a newcomer pulls about one record per live entity, and replicas
+//! still converge — through relays, small pages, partial pulls and out-of-order
+//! service — with pullers announcing only their coverage.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{all_of, counter, digest, key, pull, pull_pages, put, Backend, Node};
+use proptest::prelude::*;
+use serde_json::json;
+use tillmesh_domain::ports::SyncStore;
+use tillmesh_domain::{EntityKey, EntityOp, VectorClock};
+
+/// Every record of `node`'s log, by entity.
+async fn records_by_entity(node: &Node) -> BTreeMap<EntityKey, usize> {
+    let mut out = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = node.store.changes_after(after, 1_000, usize::MAX, &VectorClock::new()).await.expect("page");
+        for c in &page.changes {
+            *out.entry(c.key.clone()).or_insert(0) += 1;
+        }
+        after = page.next;
+        if !page.has_more {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_stock_adjustments_leave_one_record_and_a_newcomer_pulls_one() {
+    let a = Backend::File.node("a").await;
+    let p = key("product", "p1");
+    common::write(&a, vec![(p.clone(), put(&[("name", json!("Tea"))]))], 1).await;
+    for i in 0..1_000 {
+        common::write(&a, vec![(p.clone(), counter("stock", if i % 2 == 0 { -1 } else { 3 }))], 2 + i).await;
+    }
+    // Several ops on one entity in one batch make one record too.
+    common::write(&a, vec![(p.clone(), counter("stock", 1)), (p.clone(), counter("stock", 1))], 5_000).await;
+    assert_eq!(records_by_entity(&a).await, BTreeMap::from([(p.clone(), 1)]));
+    assert_eq!(a.store.known_origins().await.expect("known").get(&a.id), 1_003, "every op had its own sequence");
+
+    let newcomer = Backend::File.node("n").await;
+    let out = pull(&a, &newcomer).await;
+    assert_eq!((out.applied, out.duplicates), (1, 0));
+    assert_eq!(digest(&newcomer).await, digest(&a).await);
+    assert_eq!(common::visible(&newcomer, &p, "stock").await, Some(json!(1_002)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_are_kept_until_a_later_one_includes_them() {
+    let (a, b, c, d) = (
+        Backend::Memory.node("a").await,
+        Backend::Memory.node("b").await,
+        Backend::Memory.node("c").await,
+        Backend::Memory.node("d").await,
+    );
+    let p = key("product", "p1");
+    common::write(&a, vec![(p.clone(), put(&[("name", json!("Tea"))]))], 1).await;
+    pull(&a, &b).await;
+    // Both sell offline: their records are concurrent.
+    common::write(&a, vec![(p.clone(), counter("stock", -1))], 2).await;
+    common::write(&b, vec![(p.clone(), counter("stock", -2))], 3).await;
+    pull(&a, &c).await;
+    pull(&b, &c).await;
+    assert_eq!(records_by_entity(&c).await.get(&p), Some(&2), "neither includes the other");
+    // A relay serves both, so a puller of c alone gets the merged state.
+    pull(&c, &d).await;
+    assert_eq!(digest(&d).await, digest(&c).await);
+    assert_eq!(common::visible(&d, &p, "stock").await, Some(json!(-3)));
+    // a learns b's sale and sells again: its record includes both.
+    pull(&b, &a).await;
+    common::write(&a, vec![(p.clone(), counter("stock", -1))], 4).await;
+    pull(&a, &c).await;
+    assert_eq!(records_by_entity(&c).await.get(&p), Some(&1));
+    pull(&c, &d).await;
+    assert_eq!(records_by_entity(&d).await.get(&p), Some(&1));
+    assert_eq!(common::visible(&d, &p, "stock").await, Some(json!(-4)));
+    assert_eq!(digest(&d).await, digest(&a).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_held_already_is_not_logged_again() {
+    let (a, b) = (Backend::Memory.node("a").await, Backend::Memory.node("b").await);
+    common::write(&a, vec![(key("t", "x"), put(&[("n", json!(1))]))], 1).await;
+    pull(&a, &b).await;
+    // a pulls its own record back from b: nothing new.
+    let echo = pull(&b, &a).await;
+    assert_eq!(echo.applied, 0);
+    let head = a.store.log_head().await.expect("head");
+    // An old record delivered again by a peer that does not skip it.
+    let page = b.store.changes_after(0, 10, usize::MAX, &VectorClock::new()).await.expect("page");
+    common::write(&b, vec![(key("t", "x"), put(&[("n", json!(2))]))], 2).await;
+    pull(&b, &a).await;
+    let stale = a.store.apply_remote(&b.id, page.changes, 0, 0, None).await.expect("stale");
+    assert_eq!((stale.applied, stale.duplicates), (0, 1));
+    assert_eq!(records_by_entity(&a).await.get(&key("t", "x")), Some(&1));
+    assert!(a.store.log_head().await.expect("head") > head);
+    assert_eq!(common::visible(&a, &key("t", "x"), "n").await, Some(json!(2)));
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Node writes an op on entity `e`.
+    Write(usize, u8, u8),
+    /// `to` pulls from `from` in pages of `limit`, at most `pages` of them.
+    Pull { from: usize, to: usize, limit: usize, pages: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0usize..3, 0u8..4, 0u8..4).prop_map(|(n, e, op)| Step::Write(n, e, op)),
+        (0usize..3, 0usize..3, 1usize..4, 1usize..4)
+            .prop_filter("two nodes", |(f, t, _, _)| f != t)
+            .prop_map(|(from, to, limit, pages)| Step::Pull { from, to, limit, pages }),
+    ]
+}
+
+fn op(kind: u8, n: usize) -> EntityOp {
+    match kind {
+        0 => put(&[("name", json!(format!("v{n}")))]),
+        1 => counter("stock", 1 + n as i64),
+        2 => put(&[("price", json!(n))]),
+        _ => EntityOp::Delete,
+    }
+}
+
+/// Pulls `pages` pages of `limit` changes at most, as the app does (resuming at the
+/// cursor, announcing coverage, taking the peer's coverage only at its head).
+async fn pull_some(from: &Node, to: &Node, limit: usize, pages: usize) {
+    for _ in 0..pages {
+        let cursor = to.store.peer_state(&from.id).await.expect("peer").cursor;
+        let known = to.store.covered().await.expect("covered");
+        let page = from.store.changes_after(cursor, limit, usize::MAX, &known).await.expect("page");
+        let covered = (!page.has_more).then(|| page.covered.clone());
+        to.store.apply_remote(&from.id, page.changes, page.next, page.head, covered).await.expect("apply");
+        if !page.has_more {
+            return;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the writes, partial pulls and relays, once every node has pulled
+    /// every other to its head the replicas are identical, hold what a replica that
+    /// saw every record would hold, and keep at most one record per entity and writer.
+    #[test]
+    fn compacted_logs_converge_through_partial_pulls_and_relays(steps in proptest::collection::vec(step(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let nodes = [Backend::Memory.node("n0").await, Backend::Memory.node("n1").await, Backend::Memory.node("n2").await];
+            for (i, s) in steps.iter().enumerate() {
+                match s {
+                    Step::Write(n, e, kind) => {
+                        let k = key("product", &format!("p{e}"));
+                        common::write(&nodes[*n], vec![(k, op(*kind, i))], i as i64).await;
+                    }
+                    Step::Pull { from, to, limit, pages } => pull_some(&nodes[*from], &nodes[*to], *limit, *pages).await,
+                }
+            }
+            // Everyone pulls everyone to the head, twice round (relays included).
+            for _ in 0..2 {
+                for to in 0..3 {
+                    for from in 0..3 {
+                        if from != to {
+                            pull_pages(&nodes[from], &nodes[to], 2, usize::MAX).await;
+                        }
+                    }
+                }
+            }
+            // A reference that takes every node's whole log, skipping nothing.
+            let reference = Backend::Memory.node("r").await;
+            for n in &nodes {
+                let page = n.store.changes_after(0, 100_000, usize::MAX, &VectorClock::new()).await.expect("page");
+                reference.store.apply_remote(&n.id, page.changes, page.next, page.head, None).await.expect("apply");
+            }
+            let d0 = digest(&reference).await;
+            for n in &nodes {
+                assert_eq!(digest(n).await, d0);
+                assert_eq!(all_of(n, "product").await, all_of(&reference, "product").await);
+            }
+            for n in &nodes {
+                for (k, count) in records_by_entity(n).await {
+                    assert!(count <= 3, "{k}: {count} records for three writers");
+                }
+            }
+        });
+    }
+}
