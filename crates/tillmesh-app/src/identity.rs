@@ -11,7 +11,7 @@
 //!   `synchronous = FULL`, and SQLite makes a commit visible to readers (and so to
 //!   pullers) only after the WAL is synced.
 //! - A copied or restored data dir is told apart by its marker: this machine's id and
-//!   the database file's device and inode, which a copy does not keep.
+//!   the database file's device, inode and birth time, which a copy does not keep.
 //! - What neither can see (a disk that acknowledged a sync it did not do, a file
 //!   written back over the same inode) shows when a peer holds more of the writer than
 //!   the log: the store then retires the writer, and the next write takes a new one.
@@ -105,8 +105,9 @@ async fn take_new(
 }
 
 /// What ties a writer to this machine and this database file: the machine id (or the
-/// host name where there is none) and the file's device and inode numbers. Copying the
-/// data dir or restoring a backup makes a new file, hence a new marker.
+/// host name where there is none) and the file's device and inode numbers and birth
+/// time. Copying the data dir or restoring a backup makes a new file, hence a new
+/// marker.
 pub fn data_marker(db_path: &Path) -> String {
     let machine = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
         .iter()
@@ -121,7 +122,16 @@ pub fn data_marker(db_path: &Path) -> String {
 fn file_identity(path: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(path) {
-        Ok(m) => format!("{}:{}", m.dev(), m.ino()),
+        // The birth time too: a file system hands a freed inode number to the next new
+        // file, so a data dir deleted and restored from a copy may get the same one.
+        Ok(m) => {
+            let born = m
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(String::new, |d| d.as_nanos().to_string());
+            format!("{}:{}:{born}", m.dev(), m.ino())
+        }
         Err(_) => String::from("?"),
     }
 }
@@ -154,5 +164,12 @@ mod tests {
         assert_ne!(data_marker(&copy), marker, "a copy is another file");
         std::fs::rename(&copy, &db).expect("restore the copy over the original");
         assert_ne!(data_marker(&db), marker, "a restored copy is told apart");
+        // Deleted and restored: the file system may hand out the same inode number.
+        let restored = data_marker(&db);
+        let saved = dir.path().join("saved.db");
+        std::fs::copy(&db, &saved).expect("save");
+        std::fs::remove_file(&db).expect("delete");
+        std::fs::copy(&saved, &db).expect("restore");
+        assert_ne!(data_marker(&db), restored, "a deleted and restored file is told apart");
     }
 }
