@@ -278,7 +278,14 @@ fn bad_configuration_exits_with_code_2_and_one_line() -> Result<()> {
 fn sigterm_shuts_down_cleanly_and_data_is_kept() -> Result<()> {
     let mut t = TerminalProcess::start(&[])?;
     t.ok("PUT", "/api/entities/setting/tax", Some(&json!({"fields": {"rate": 20}})))?;
+    let ops: Vec<Value> = (0..2_000)
+        .map(|i| json!({"op": "put", "type": "sale", "id": format!("s{i}"), "fields": {"total": i}}))
+        .collect();
+    t.ok("POST", "/api/entities/batch", Some(&json!({ "ops": ops })))?;
     assert_eq!(t.terminate()?, Some(0));
+    // Everything is in the database file: no WAL is left behind to grow the data dir.
+    let wal = std::fs::metadata(t.data_dir.join("tillmesh.db-wal")).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal, 0, "WAL left after a clean shutdown");
     let t2 = TerminalProcess::start_in(&t.data_dir, &[])?;
     assert_eq!(t2.ok("GET", "/api/entities/setting/tax", None)?["fields"]["rate"], 20);
     Ok(())

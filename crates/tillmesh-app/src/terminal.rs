@@ -44,6 +44,7 @@ pub struct Terminal {
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     discovery: Option<Arc<MdnsDiscovery>>,
+    sqlite: SqliteStore,
 }
 
 fn check_data_dir(dir: &Path) -> Result<(), ConfigError> {
@@ -92,7 +93,7 @@ impl Terminal {
             secrets::load_or_create(&config.data_dir, "store-key", config.store_key.as_deref()).context("store key")?;
         let store_id = secrets::store_id(&store_key);
         let sqlite = SqliteStore::open(&config.data_dir.join("tillmesh.db")).context("opening the database")?;
-        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         let fresh = DeviceId::parse(uuid::Uuid::new_v4().simple().to_string()).context("device id")?;
         let device_id = store.local_device_id(fresh).await.context("device id")?;
         let (writer, new_writer) = Writer::open(device_id.clone(), store.clone(), &config.data_dir.join("tillmesh.db"))
@@ -231,6 +232,7 @@ impl Terminal {
             server,
             background,
             discovery,
+            sqlite,
         })
     }
 
@@ -251,6 +253,7 @@ impl Terminal {
         }
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.sqlite.checkpoint().await;
     }
 }
 
