@@ -2,8 +2,8 @@
 //! measured in the same run, and written as JSON to `<target dir>/bench.json`.
 //!
 //! ```text
-//! cargo xtask bench [--only sync,local,convergence,catchup,memory] [--quick]
-//!                   [--budget SECS] [--no-build]
+//! cargo xtask bench [--only sync,local,convergence,catchup,memory,year] [--quick]
+//!                   [--budget SECS] [--year-days N] [--no-build]
 //! ```
 //!
 //! 1. `sync`: two real `terminal-server` processes; B pairs with A, which holds
@@ -17,6 +17,11 @@
 //! 4. `catchup`: a terminal that missed 50,000 changes rejoins a 5-terminal mesh.
 //! 5. `memory`: peak RSS of a terminal holding up to 1,000,000 changes while a peer
 //!    pulls them all (reduced to what fits the time budget, and then said so).
+//! 6. `year`: a year in a store, compressed: 5 real terminals on fixed ports, each
+//!    restarted every day (`kill -9` about once a month), Zipf-popular sales, price
+//!    edits, conflicts resolved by an operator, terminal 4 replaced mid-year; sale
+//!    rate, hot record size, disk use and a fresh terminal's bootstrap at the end of
+//!    the year vs. day 1 (`--year-days`, default 365; 60 with `--quick`).
 //!
 //! Everything runs in release: the (debug) `cargo xtask` builds the server, the
 //! harness and xtask itself with `--release`, then re-runs itself from the release
@@ -29,6 +34,7 @@ mod local;
 mod memory;
 mod sync;
 mod terminal;
+mod year;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,7 +44,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 
 /// The sections, in the order they run.
-const SECTIONS: [&str; 5] = ["sync", "local", "convergence", "catchup", "memory"];
+const SECTIONS: [&str; 6] = ["sync", "local", "convergence", "catchup", "memory", "year"];
 
 /// Command-line options and the sizes they imply.
 #[derive(Clone, Debug)]
@@ -61,6 +67,8 @@ pub(crate) struct Opts {
     pub catchup_n: usize,
     /// Changes held for the memory figure (upper bound; the budget may lower it).
     pub memory_n: usize,
+    /// Simulated days of the year figure.
+    pub year_days: u32,
 }
 
 impl Opts {
@@ -68,7 +76,7 @@ impl Opts {
         let mut o = Opts {
             only: SECTIONS.iter().map(|s| s.to_string()).collect(),
             no_build: false,
-            budget: Duration::from_secs(900),
+            budget: Duration::from_secs(1200),
             sync_n: 100_000,
             local_secs: 10,
             local_clients: 8,
@@ -76,6 +84,7 @@ impl Opts {
             convergence_writes: 100,
             catchup_n: 50_000,
             memory_n: 1_000_000,
+            year_days: 365,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -88,6 +97,7 @@ impl Opts {
                     o.convergence_sizes = vec![10, 20];
                     o.catchup_n = 10_000;
                     o.memory_n = 100_000;
+                    o.year_days = 60;
                 }
                 "--only" => {
                     let v = value("--only")?;
@@ -102,13 +112,14 @@ impl Opts {
                 "--sync-n" => o.sync_n = value("--sync-n")?.parse()?,
                 "--memory-n" => o.memory_n = value("--memory-n")?.parse()?,
                 "--catchup-n" => o.catchup_n = value("--catchup-n")?.parse()?,
+                "--year-days" => o.year_days = value("--year-days")?.parse()?,
                 "--sizes" => {
                     o.convergence_sizes =
                         value("--sizes")?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
                 }
                 other => bail!(
                     "unknown option {other:?}\nusage: cargo xtask bench [--only {}] [--quick] [--budget SECS] \
-                     [--sync-n N] [--memory-n N] [--catchup-n N] [--sizes 10,50,100] [--no-build]",
+                     [--sync-n N] [--memory-n N] [--catchup-n N] [--sizes 10,50,100] [--year-days N] [--no-build]",
                     SECTIONS.join(",")
                 ),
             }
@@ -421,6 +432,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "convergence" => harness::convergence(&mut ctx),
             "catchup" => harness::catchup(&mut ctx),
             "memory" => memory::run(&mut ctx),
+            "year" => year::run(&mut ctx),
             _ => Ok(()),
         };
         eprintln!("== bench {section} took {:.1} s", t.elapsed().as_secs_f64());

@@ -62,7 +62,10 @@ fn reserve(ctx: &Ctx, later: &[&str], secs: u64) -> Duration {
 
 pub(crate) fn convergence(ctx: &mut Ctx) -> Result<()> {
     let sizes = ctx.opts.convergence_sizes.clone();
-    let timeout = ctx.remaining().saturating_sub(reserve(ctx, &["catchup"], 60) + reserve(ctx, &["memory"], 240));
+    let year = super::year::planned_secs(&ctx.opts);
+    let timeout = ctx.remaining().saturating_sub(
+        reserve(ctx, &["catchup"], 60) + reserve(ctx, &["memory"], 240) + reserve(ctx, &["year"], year),
+    );
     let args = vec![
         "convergence".to_string(),
         "--sizes".into(),
@@ -123,7 +126,8 @@ pub(crate) fn convergence(ctx: &mut Ctx) -> Result<()> {
 
 pub(crate) fn catchup(ctx: &mut Ctx) -> Result<()> {
     let n = ctx.opts.catchup_n;
-    let timeout = ctx.remaining().saturating_sub(reserve(ctx, &["memory"], 240));
+    let year = super::year::planned_secs(&ctx.opts);
+    let timeout = ctx.remaining().saturating_sub(reserve(ctx, &["memory"], 240) + reserve(ctx, &["year"], year));
     let args = vec!["catchup".to_string(), "--changes".into(), n.to_string(), "--mesh".into(), "5".into()];
     let out = run_harness(ctx, &args, timeout)?;
     ctx.detail("catchup", out.clone());

@@ -28,7 +28,13 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<()> {
     // a bigger log syncs somewhat slower, hence the factors below.
     let sync_per = ctx.sync_rate.map_or(1.0 / 5_000.0, |r| 1.0 / r);
     let mut target = max_n;
-    let remaining = ctx.remaining().saturating_sub(MARGIN);
+    // The `year` section runs after this one: its time is not ours.
+    let later = if ctx.opts.only.iter().any(|s| s == "year") {
+        Duration::from_secs(super::year::planned_secs(&ctx.opts))
+    } else {
+        Duration::ZERO
+    };
+    let remaining = ctx.remaining().saturating_sub(MARGIN + later);
     eprintln!("[memory] loading up to {max_n} changes into A ({:.0} s of the budget left)", remaining.as_secs_f64());
     let (n, in_requests) = load(&a, max_n, |done, _spent| {
         let per = start.elapsed().as_secs_f64() / done as f64;

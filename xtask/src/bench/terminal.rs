@@ -1,6 +1,7 @@
 //! A real `terminal-server` release process for the bench: loopback, mDNS off, fresh
 //! temp data dir, the bench's store key and admin token; plus its HTTP client and
-//! what /proc says about its memory.
+//! what /proc says about its memory. (`spawn_on` and `request` serve sections that
+//! keep a terminal's data dir and port across restarts themselves.)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -71,25 +72,12 @@ impl Term {
 
     /// A request with the admin token; returns status and raw body.
     pub(crate) fn raw(&self, method: Method, path: &str, body: Option<String>) -> Result<(u16, Vec<u8>)> {
-        let mut req = self.client.request(method, format!("{}{}", self.url, path)).bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req.send()?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.bytes()?.to_vec()))
+        request(&self.client, &self.url, method, path, body)
     }
 
     /// Like [`Self::raw`] but requires a 2xx and decodes the JSON body.
     pub(crate) fn ok(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let (status, bytes) = self.raw(method.clone(), path, body.map(Value::to_string))?;
-        if !(200..300).contains(&status) {
-            bail!("{method} {path} → {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]));
-        }
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        Ok(serde_json::from_slice(&bytes)?)
+        request_ok(&self.client, &self.url, method, path, body)
     }
 
     /// `POST /api/entities/batch` with a prepared body; the response is discarded.
@@ -155,13 +143,56 @@ impl Drop for Term {
     }
 }
 
-/// Starts `bin` on `dir`; returns the child and its base URL once it listens.
+/// A request to the management API at `url` (`http://HOST:PORT`) with the admin
+/// token; returns status and raw body.
+pub(crate) fn request(
+    client: &Client,
+    url: &str,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, Vec<u8>)> {
+    let mut req = client.request(method, format!("{url}{path}")).bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send()?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.bytes()?.to_vec()))
+}
+
+/// Like [`request`] but requires a 2xx and decodes the JSON body.
+pub(crate) fn request_ok(
+    client: &Client,
+    url: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value> {
+    let (status, bytes) = request(client, url, method.clone(), path, body.map(Value::to_string))?;
+    if !(200..300).contains(&status) {
+        bail!("{method} {url}{path} → {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]));
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Starts `bin` on `dir`, on any free loopback port; returns the child and its base
+/// URL once it listens.
 fn spawn(bin: &Path, dir: &Path, name: &str, extra: &[&str]) -> Result<(Child, String)> {
+    spawn_on(bin, dir, "127.0.0.1:0", name, extra)
+}
+
+/// Starts `bin` on `dir`, listening on `listen`; returns the child and its base URL
+/// once it listens.
+pub(crate) fn spawn_on(bin: &Path, dir: &Path, listen: &str, name: &str, extra: &[&str]) -> Result<(Child, String)> {
     let log = std::env::var_os("BENCH_LOG").is_some();
     let mut child = Command::new(bin)
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--discovery", "off"])
+        .args(["--listen", listen, "--discovery", "off"])
         .args(["--admin-token", ADMIN_TOKEN, "--store-key", STORE_KEY])
         .args(["--name", name])
         .args(extra)
@@ -182,7 +213,11 @@ fn spawn(bin: &Path, dir: &Path, name: &str, extra: &[&str]) -> Result<(Child, S
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(u) => Ok((child, u.replace("0.0.0.0", "127.0.0.1"))),
-        Err(_) => {
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let status = child.wait()?;
+            bail!("terminal-server exited ({status}) before listening on {listen} (BENCH_LOG=1 shows its log)")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             let _ = child.kill();
             let _ = child.wait();
             bail!("terminal-server did not print `listening on` within 60 s")
