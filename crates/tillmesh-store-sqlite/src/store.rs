@@ -423,9 +423,8 @@ impl Inner {
 /// copying pages into the database file and for two fsyncs: half of a sync batch's
 /// commit time, measured. Here a thread with its own connection runs a `PASSIVE`
 /// checkpoint (it never blocks the writer or readers) at most every
-/// [`CHECKPOINT_PERIOD`] after commits, on the other core. It also bounds how long a
-/// commit stays only in the OS cache: before, a quiet till synced its WAL only after
-/// 1,000 pages (~8 MB) of writes.
+/// [`CHECKPOINT_PERIOD`] after commits, on the other core. (Durability does not depend
+/// on it: with `synchronous = FULL` every commit is synced to the WAL as it is made.)
 struct Checkpoints {
     state: Mutex<CheckpointState>,
     wake: Condvar,

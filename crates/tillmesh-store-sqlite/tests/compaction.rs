@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use common::{all_of, counter, digest, key, pull, pull_pages, put, Backend, Node};
 use proptest::prelude::*;
 use serde_json::json;
-use tillmesh_domain::ports::SyncStore;
+use tillmesh_domain::ports::{EntityStore, SyncStore};
 use tillmesh_domain::{EntityKey, EntityOp, VectorClock};
 
 /// Every record of `node`'s log, by entity.
@@ -190,4 +190,25 @@ proptest! {
             }
         });
     }
+}
+
+/// Why pullers announce coverage and not the highest sequence they hold: a compacted
+/// log serves a writer's changes out of order, so holding one of them says nothing of
+/// the writer's earlier ones. Here `p` holds w's change 2 but not w's change 1, which
+/// only `t` still has once w is gone; skipping it by "highest held" would lose it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_held_out_of_order_does_not_hide_earlier_ones() {
+    let (w, t, p) = (Backend::Memory.node("w").await, Backend::Memory.node("t").await, Backend::Memory.node("p").await);
+    let (x, y) = (key("product", "x"), key("product", "y"));
+    common::write(&w, vec![(y.clone(), put(&[("v", json!(1))]))], 1).await; // w#1
+    pull(&w, &t).await;
+    common::write(&w, vec![(x.clone(), put(&[("v", json!(2))]))], 2).await; // w#2
+    common::write(&w, vec![(y.clone(), put(&[("v", json!(3))]))], 3).await; // w#3: y's w#1 goes from w's log
+                                                                            // p reads one page of w's log (x's record, w#2) and w is never heard from again.
+    pull_some(&w, &p, 1, 1).await;
+    assert!(p.store.entity(&x).await.expect("read").is_some());
+    assert_eq!(p.store.known_origins().await.expect("held").get(&w.id), 2, "p holds w#2");
+    assert_eq!(p.store.covered().await.expect("covered").get(&w.id), 0, "but covers nothing of w");
+    pull(&t, &p).await;
+    assert_eq!(common::visible(&p, &y, "v").await, Some(json!(1)), "t's copy of y reaches p");
 }

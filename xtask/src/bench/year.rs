@@ -395,14 +395,21 @@ fn hot_record(db: &Path) -> Result<HotRecord> {
     let mut conn = SqliteConnection::establish(&url).with_context(|| format!("opening {url}"))?;
     conn.batch_execute("PRAGMA busy_timeout = 5000;")?;
     // length() of TEXT counts characters; of a BLOB, bytes.
+    // A record of the entity's current state: what the next sale of it writes. The
+    // record at `updated_pos` holds that state, unless concurrent records were merged
+    // (then the merged state is in `entities.state`, and the latest record may know
+    // only its own writer); the header around it is the same either way.
     let joined: Vec<RecordRow> = diesel::sql_query(format!(
-        "SELECT length(CAST(c.record AS BLOB)) AS n, substr(c.record, 1, 4000) AS head \
+        "SELECT length(CAST(c.record AS BLOB)) \
+              - length(CAST(json_extract(c.record, '$.state') AS BLOB)) \
+              + length(CAST(coalesce(e.state, json_extract(c.record, '$.state')) AS BLOB)) AS n, \
+              substr(coalesce(e.state, c.record), 1, 4000) AS head \
          FROM entities e JOIN change_log c ON c.pos = e.updated_pos \
          WHERE e.entity_type = 'product' AND e.entity_id = '{HOT}'"
     ))
     .load(&mut conn)?;
     if let Some(RecordRow { n: Some(n), head }) = joined.into_iter().next() {
-        let how = "entities.updated_pos → change_log record";
+        let how = "a record of its current state (the record at entities.updated_pos, with the merged state when entities.state holds one)";
         return Ok(HotRecord { bytes: n as u64, how, head: head.unwrap_or_default() });
     }
     let scanned: Vec<RecordRow> = diesel::sql_query(format!(
