@@ -132,6 +132,7 @@ pub fn config_for(dir: &std::path::Path, i: usize) -> Result<Config> {
         peers: vec![],
         store_key: Some(STORE_KEY.into()),
         admin_token: Some(ADMIN_TOKEN.into()),
+        app_token: None,
         // Tests drive sync rounds themselves.
         sync_interval: 86_400,
         heartbeat_interval: 3_600,

@@ -314,3 +314,80 @@ fn an_entity_over_the_record_cap_is_refused_with_413_and_nothing_applied() -> Re
     t.ok("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"a": half}})))?;
     Ok(())
 }
+
+fn call_with(t: &TerminalProcess, token: &str, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+    let client = reqwest::blocking::Client::builder().no_proxy().build()?;
+    let mut req =
+        client.request(reqwest::Method::from_bytes(method.as_bytes())?, format!("{}{path}", t.url)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send()?;
+    let status = resp.status().as_u16();
+    let text = resp.text()?;
+    Ok((status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? }))
+}
+
+#[test]
+fn the_app_token_reads_and_writes_entities_and_gets_403_elsewhere() -> Result<()> {
+    let t = TerminalProcess::start(&[])?;
+    let app = std::fs::read_to_string(t.data_dir.join("app-token"))?.trim().to_string();
+    assert!(app.len() >= 16, "a generated app token is kept in the data dir");
+    // A till app's work.
+    let (s, e) = call_with(&t, &app, "PUT", "/api/entities/product/p1", Some(&json!({"fields": {"name": "Tea"}})))?;
+    assert_eq!((s, e["fields"]["name"].clone()), (200, json!("Tea")));
+    let ops = json!({"ops": [{"op": "put", "type": "sale", "id": "s1", "fields": {"total": 5}},
+                             {"op": "counter", "type": "product", "id": "p1", "field": "stock", "delta": -1}]});
+    assert_eq!(call_with(&t, &app, "POST", "/api/entities/batch", Some(&ops))?.0, 200);
+    assert_eq!(
+        call_with(&t, &app, "POST", "/api/entities/product/p1/counters/stock", Some(&json!({"delta": 3})))?.0,
+        200
+    );
+    assert_eq!(call_with(&t, &app, "GET", "/api/entities/product/p1", None)?.1["fields"]["stock"], 2);
+    assert_eq!(call_with(&t, &app, "GET", "/api/entities/sale?limit=10", None)?.0, 200);
+    assert_eq!(call_with(&t, &app, "GET", "/api/openapi.json", None)?.0, 200);
+    // Running the terminal is the admin's: 403 in the JSON error shape, nothing done.
+    let before = t.ok("GET", "/api/queue/stats", None)?;
+    for (method, path, body) in [
+        ("GET", "/api/network/pairing-code", None),
+        ("POST", "/api/network/pair", Some(json!({"address": "127.0.0.1:9"}))),
+        ("GET", "/api/sync/conflicts", None),
+        ("POST", "/api/sync/conflicts/resolve", Some(json!({"conflict_id": "x", "resolution": "local"}))),
+        ("POST", "/api/queue", Some(json!({"kind": "http_post", "target": "http://127.0.0.1:9/", "payload": {}}))),
+        ("GET", "/api/notifications", None),
+        ("POST", "/api/sync/now", None),
+    ] {
+        let (status, body) = call_with(&t, &app, method, path, body.as_ref())?;
+        assert_error(status, &body, 403, "forbidden");
+    }
+    assert_eq!(t.ok("GET", "/api/queue/stats", None)?, before);
+    // A wrong token is a 401 on either kind of route; the admin token works everywhere.
+    for path in ["/api/entities/product/p1", "/api/sync/conflicts"] {
+        let (status, body) = call_with(&t, "not-a-token-at-all", "GET", path, None)?;
+        assert_error(status, &body, 401, "unauthorized");
+    }
+    assert_eq!(t.ok("GET", "/api/entities/product/p1", None)?["fields"]["stock"], 2);
+    // The API description names both schemes and which operations take which.
+    let doc = t.ok("GET", "/api/openapi.json", None)?;
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert!(schemes.contains_key("admin_token") && schemes.contains_key("app_token"), "{schemes:?}");
+    assert_eq!(
+        doc["paths"]["/api/entities/batch"]["post"]["security"],
+        json!([{"admin_token": []}, {"app_token": []}])
+    );
+    assert_eq!(doc["paths"]["/api/sync/now"]["post"]["security"], json!([{"admin_token": []}]));
+    assert!(doc["paths"]["/api/sync/now"]["post"]["responses"]["403"].is_object());
+    Ok(())
+}
+
+#[test]
+fn an_app_token_equal_to_the_admin_token_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(binary_path()?)
+        .args(["--data-dir", &dir.path().display().to_string(), "--listen", "127.0.0.1:0", "--discovery", "off"])
+        .args(["--admin-token", "same-token-0123456789", "--app-token", "same-token-0123456789"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--app-token must differ"));
+    Ok(())
+}

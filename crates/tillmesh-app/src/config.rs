@@ -41,6 +41,10 @@ pub struct Config {
     /// Bearer token of the management API (default: generated, kept in the data dir).
     #[arg(long, env = "TILLMESH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token for till apps: entities, events and the API description only
+    /// (default: generated, kept in the data dir as `app-token`).
+    #[arg(long, env = "TILLMESH_APP_TOKEN", hide_env_values = true)]
+    pub app_token: Option<String>,
     /// Seconds between background syncs with every online trusted peer.
     #[arg(long, env = "TILLMESH_SYNC_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub sync_interval: u64,
@@ -144,6 +148,14 @@ impl Config {
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {
                 return Err("--admin-token must be at least 16 characters".into());
+            }
+        }
+        if let Some(t) = &self.app_token {
+            if t.len() < 16 {
+                return Err("--app-token must be at least 16 characters".into());
+            }
+            if self.admin_token.as_deref() == Some(t.as_str()) {
+                return Err("--app-token must differ from --admin-token".into());
             }
         }
         if let Some(k) = &self.store_key {

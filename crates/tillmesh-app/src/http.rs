@@ -43,8 +43,10 @@ pub struct AppState {
     pub port: u16,
     /// Public store id.
     pub store_id: String,
-    /// Admin bearer token.
+    /// Admin bearer token: the whole management API.
     pub admin_token: String,
+    /// App bearer token (till apps): entities, events, the API description.
+    pub app_token: String,
     /// Storage.
     pub store: Arc<dyn Store>,
     /// Wall clock.
@@ -72,7 +74,8 @@ pub type SharedState = Arc<AppState>;
 
 /// The whole router.
 pub fn router(state: SharedState) -> Router {
-    let api = Router::new()
+    // What a till app needs: the app token or the admin token.
+    let app = Router::new()
         .route("/entities/batch", post(entities::batch))
         .route("/entities/{entity_type}", get(entities::list))
         .route(
@@ -80,6 +83,11 @@ pub fn router(state: SharedState) -> Router {
             put(entities::put_entity).get(entities::get_entity).delete(entities::delete_entity),
         )
         .route("/entities/{entity_type}/{entity_id}/counters/{field}", post(entities::adjust_counter))
+        .route("/events", get(queue::events))
+        .route("/openapi.json", get(openapi::document))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_app));
+    // Running the terminal and the store: the admin token only.
+    let api = Router::new()
         .route("/network/devices", get(network::devices))
         .route("/network/pair", post(network::pair))
         .route("/network/pairing-code", get(pairing::pairing_code))
@@ -94,9 +102,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/queue/{id}", delete(queue::cancel))
         .route("/notifications", get(queue::notifications))
         .route("/notifications/{id}/ack", post(queue::ack))
-        .route("/events", get(queue::events))
-        .route("/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin))
+        .merge(app)
         // Health stays open: load balancers and pairing checks need it.
         .route("/health", get(entities::health));
     // Every peer route but hello and the handshake needs a signed session.

@@ -89,6 +89,11 @@ impl Terminal {
         let token_existed = config.data_dir.join("admin-token").exists();
         let admin_token = secrets::load_or_create(&config.data_dir, "admin-token", config.admin_token.as_deref())
             .context("admin token")?;
+        let app_token =
+            secrets::load_or_create(&config.data_dir, "app-token", config.app_token.as_deref()).context("app token")?;
+        if secrets::secrets_equal(&app_token, &admin_token) {
+            return Err(ConfigError("the app token must differ from the admin token".into()).into());
+        }
         let store_key =
             secrets::load_or_create(&config.data_dir, "store-key", config.store_key.as_deref()).context("store key")?;
         let store_id = secrets::store_id(&store_key);
@@ -169,6 +174,7 @@ impl Terminal {
             port: addr.port(),
             store_id: store_id.clone(),
             admin_token,
+            app_token,
             store,
             clock,
             transport,
@@ -312,6 +318,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         println!("dashboard: {url}/ (admin token in the data dir: admin-token)");
     }
+    println!("till apps: use the app token (in the data dir: app-token) for entities and events");
     wait_for_signal().await;
     tracing::info!("shutting down");
     terminal.shutdown().await;

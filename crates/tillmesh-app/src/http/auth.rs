@@ -1,4 +1,6 @@
-//! Admin-token authentication of the management API.
+//! Bearer-token authentication of the management API, with two roles: the admin token
+//! may do everything; the app token (for till apps) may read and write entities and
+//! follow the event stream, and gets a 403 anywhere else.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -9,24 +11,63 @@ use super::error::ApiError;
 use super::SharedState;
 use crate::secrets::secrets_equal;
 
-/// Requires `Authorization: Bearer <admin token>` (compared in constant time).
-///
-/// # Errors
-/// 401 in the JSON error shape when missing or wrong.
-pub async fn require_admin(State(state): State<SharedState>, req: Request, next: Next) -> Result<Response, ApiError> {
+/// Who a bearer token makes the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: network, pairing, conflicts, queue, notifications, entities.
+    Admin,
+    /// What a till app needs: entities, events (and the open health check).
+    App,
+}
+
+/// The role of a presented token (compared in constant time), if it is one of ours.
+fn role_of(state: &SharedState, token: &str) -> Option<Role> {
+    if secrets_equal(token, &state.admin_token) {
+        Some(Role::Admin)
+    } else if secrets_equal(token, &state.app_token) {
+        Some(Role::App)
+    } else {
+        None
+    }
+}
+
+async fn require(state: SharedState, needed: Role, req: Request, next: Next) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match presented {
-        Some(t) if secrets_equal(t, &state.admin_token) => Ok(next.run(req).await),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong admin token")),
-        None => Err(ApiError::new(
+    let Some(token) = presented else {
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing admin token: send Authorization: Bearer <token> (printed at first start, kept in the data dir)",
+            "missing token: send Authorization: Bearer <admin or app token> (kept in the data dir: admin-token, app-token)",
+        ));
+    };
+    match (role_of(&state, token), needed) {
+        (Some(Role::Admin), _) | (Some(Role::App), Role::App) => Ok(next.run(req).await),
+        (Some(Role::App), Role::Admin) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs the admin token: the app token may only read and write entities and follow events",
         )),
+        (None, _) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token")),
     }
+}
+
+/// Requires the admin token.
+///
+/// # Errors
+/// 401 when the token is missing or unknown, 403 for the app token, in the JSON error shape.
+pub async fn require_admin(State(state): State<SharedState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    require(state, Role::Admin, req, next).await
+}
+
+/// Requires the app token or the admin token.
+///
+/// # Errors
+/// 401 when the token is missing or unknown, in the JSON error shape.
+pub async fn require_app(State(state): State<SharedState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    require(state, Role::App, req, next).await
 }

@@ -14,7 +14,23 @@ impl Modify for BearerAuth {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The admin token (data dir: admin-token): every endpoint."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "app_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The app token for till apps (data dir: app-token): entities, events and this document; 403 elsewhere.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
@@ -22,7 +38,7 @@ impl Modify for BearerAuth {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "tillmesh terminal API", description = "Management API of one tillmesh terminal. Every endpoint but /api/health needs `Authorization: Bearer <admin token>`. Errors: {\"error\":{\"code\",\"message\"}}."),
+    info(title = "tillmesh terminal API", description = "Management API of one tillmesh terminal. Every endpoint but /api/health needs `Authorization: Bearer <token>`: the admin token may call everything; the app token (for till apps) may call /api/entities/*, /api/events and /api/openapi.json, and gets 403 elsewhere. Errors: {\"error\":{\"code\",\"message\"}}."),
     modifiers(&BearerAuth),
     security(("admin_token" = [])),
     paths(
@@ -46,13 +62,18 @@ pub async fn document() -> Json<Value> {
 /// Statuses every authenticated operation can answer with the JSON error shape.
 const ERROR_STATUSES: &[(&str, &str)] = &[
     ("400", "Malformed input: bad JSON, wrong types, invalid names"),
-    ("401", "Missing or wrong admin token"),
+    ("401", "Missing or wrong token"),
     ("404", "Unknown id or route"),
     ("409", "Conflicting state (e.g. field_kind_mismatch)"),
     ("413", "Body or batch too large"),
     ("415", "Body is not application/json"),
     ("422", "Well-formed but unacceptable (e.g. counter_overflow)"),
 ];
+
+/// Whether the app token may call `path` (keep in step with `http.rs`'s app routes).
+fn app_route(path: &str) -> bool {
+    path.starts_with("/api/entities") || path == "/api/events" || path == "/api/openapi.json"
+}
 
 /// Adds what the handler annotations leave implicit, in one place so it cannot
 /// drift: the error responses and their JSON shape, the name patterns of path
@@ -66,7 +87,16 @@ fn completed(mut doc: Value) -> Value {
                 let Some(op) = op.as_object_mut() else { continue };
                 if path == "/api/health" {
                     op.insert("security".into(), json!([]));
+                } else if app_route(path) {
+                    op.insert("security".into(), json!([{"admin_token": []}, {"app_token": []}]));
                 } else {
+                    op.insert("security".into(), json!([{"admin_token": []}]));
+                    if let Some(r) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                        r.entry("403")
+                            .or_insert_with(|| json!({"description": "The app token: this needs the admin token"}));
+                    }
+                }
+                if path != "/api/health" {
                     let responses = op.entry("responses").or_insert_with(|| json!({}));
                     if let Some(r) = responses.as_object_mut() {
                         for (status, text) in ERROR_STATUSES {
