@@ -513,7 +513,14 @@ fn config(dir: &std::path::Path, listen: std::net::SocketAddr) -> tillmesh_app::
 }
 
 fn pull_request(device: &DeviceId) -> PullRequestV1 {
-    PullRequestV1 { device_id: device.clone(), after: 0, limit: 100, max_bytes: 1 << 20, known: VectorClock::new() }
+    PullRequestV1 {
+        device_id: device.clone(),
+        after: 0,
+        limit: 100,
+        max_bytes: 1 << 20,
+        known: VectorClock::new(),
+        port: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -571,6 +578,7 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
     let client = HttpTransport::new(StoreKey::new(STORE_KEY), me.clone())?;
     let empty = PullResponseV1 {
         covered: Default::default(),
+        members: Vec::new(),
         device_id: server.clone(),
         changes: vec![],
         next: 0,
@@ -590,6 +598,7 @@ async fn the_client_refuses_tampered_responses_and_oversized_batches() -> Result
     let one = record(&server, 1, "p");
     let flood = PullResponseV1 {
         covered: Default::default(),
+        members: Vec::new(),
         device_id: server,
         changes: vec![tillmesh_domain::EncodedChange::from(one); tillmesh_domain::wire::MAX_BATCH_SIZE + 1],
         next: 1,
@@ -687,6 +696,7 @@ proptest! {
     ) {
         let resp = PullResponseV1 {
             covered: Default::default(),
+            members: Vec::new(),
             device_id: recs[0].origin.clone(),
             changes: recs.into_iter().map(Into::into).collect(),
             next: 3,

@@ -24,7 +24,7 @@ use crate::secrets;
 use crate::services::entities::EntityService;
 use crate::services::network::{DiscoveryBridge, NetworkService};
 use crate::services::queue::OfflineQueueService;
-use crate::services::sync::SyncService;
+use crate::services::sync::{SyncService, SyncSettings};
 use crate::system::{RandomJitter, SystemClock};
 
 /// Start-up failures caused by configuration (exit code 2) rather than by the system.
@@ -161,7 +161,11 @@ impl Terminal {
             transport.clone(),
             network.clone(),
             events.clone(),
-            u32::try_from(config.sync_batch_size).unwrap_or(tillmesh_domain::wire::SYNC_BATCH_SIZE as u32),
+            SyncSettings {
+                batch_size: u32::try_from(config.sync_batch_size)
+                    .unwrap_or(tillmesh_domain::wire::SYNC_BATCH_SIZE as u32),
+                port: addr.port(),
+            },
         ));
 
         let self_ip = self_address(addr.ip());
@@ -193,7 +197,10 @@ impl Terminal {
             let stop = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });

@@ -53,6 +53,23 @@ pub struct PullRequestV1 {
     /// every change of that writer (its states include them). The server skips those,
     /// so changes never bounce back to where they came from.
     pub known: VectorClock,
+    /// The puller's own HTTP port (0: not given), so that the server can pair back
+    /// and pull from it in turn: pairing on either side makes both sides sync.
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// A member of the store, as one member tells another (gossip of the trusted list, so
+/// that one pairing joins the whole store). It is only a lead: the receiver trusts the
+/// member once its own store-key handshake with it succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberV1 {
+    /// Its device id.
+    pub device_id: DeviceId,
+    /// Its address as the teller reaches it.
+    pub address: String,
+    /// Its HTTP port.
+    pub port: u16,
 }
 
 /// Media type of a pull answer written as lines ([`PullLinesHeaderV1`], then one record
@@ -83,6 +100,9 @@ pub struct PullLinesHeaderV1 {
     /// As [`PullResponseV1::covered`].
     #[serde(default)]
     pub covered: VectorClock,
+    /// As [`PullResponseV1::members`].
+    #[serde(default)]
+    pub members: Vec<MemberV1>,
 }
 
 /// A batch of changes in the server's log order.
@@ -114,6 +134,10 @@ pub struct PullResponseV1 {
     /// then. Protocol 3.
     #[serde(default)]
     pub covered: VectorClock,
+    /// The server's trusted members (the puller left out), with the answer that
+    /// reaches its head; empty otherwise.
+    #[serde(default)]
+    pub members: Vec<MemberV1>,
 }
 
 /// Opens a peer session: the first step of the store-membership handshake

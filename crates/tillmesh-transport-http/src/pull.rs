@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tillmesh_domain::ports::TransportError;
-use tillmesh_domain::wire::{PullLinesHeaderV1, PullResponseV1, MAX_BATCH_SIZE};
+use tillmesh_domain::wire::{MemberV1, PullLinesHeaderV1, PullResponseV1, MAX_BATCH_SIZE};
 use tillmesh_domain::{DeviceId, EncodedChange, VectorClock};
 
 /// Batches of at least this many records are decoded on two threads.
@@ -30,6 +30,8 @@ struct Envelope {
     epoch_start: u64,
     #[serde(default)]
     covered: VectorClock,
+    #[serde(default)]
+    members: Vec<MemberV1>,
 }
 
 fn undecodable(e: impl std::fmt::Display) -> TransportError {
@@ -52,12 +54,12 @@ pub(crate) async fn decode_pull(body: Vec<u8>) -> Result<PullResponseV1, Transpo
         .map_err(undecodable)?
         .map_err(undecodable)?;
     over_limit(env.changes.len())?;
-    let Envelope { device_id, mut changes, next, has_more, head, log_epoch, epoch_start, covered } = env;
+    let Envelope { device_id, mut changes, next, has_more, head, log_epoch, epoch_start, covered, members } = env;
     let tail = if changes.len() >= SPLIT_FROM { changes.split_off(changes.len() / 2) } else { Vec::new() };
     let decode = |raw: Vec<Box<RawValue>>| off_runtime(move || raw.into_iter().map(EncodedChange::from_json).collect());
     let (mut changes, tail) = tokio::try_join!(decode(changes), decode(tail))?;
     changes.extend(tail);
-    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start, covered })
+    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start, covered, members })
 }
 
 /// Decodes a pull answer written as lines ([`tillmesh_domain::wire::PULL_LINES_MEDIA_TYPE`]):
@@ -97,8 +99,8 @@ pub(crate) async fn decode_pull_lines(body: Vec<u8>) -> Result<PullResponseV1, T
     if changes.len() != header.count {
         return Err(undecodable(format!("{} record lines, the header says {}", changes.len(), header.count)));
     }
-    let PullLinesHeaderV1 { device_id, next, has_more, head, log_epoch, epoch_start, covered, .. } = header;
-    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start, covered })
+    let PullLinesHeaderV1 { device_id, next, has_more, head, log_epoch, epoch_start, covered, members, .. } = header;
+    Ok(PullResponseV1 { device_id, changes, next, has_more, head, log_epoch, epoch_start, covered, members })
 }
 
 fn record_line(line: &[u8]) -> Result<EncodedChange, String> {
@@ -130,6 +132,7 @@ mod tests {
             .collect();
         PullResponseV1 {
             covered: Default::default(),
+            members: Vec::new(),
             device_id: DeviceId::parse("server").expect("id"),
             changes,
             next: n + 3,
@@ -171,6 +174,7 @@ mod tests {
     fn lines(m: &PullResponseV1) -> Vec<u8> {
         let header = PullLinesHeaderV1 {
             covered: m.covered.clone(),
+            members: m.members.clone(),
             device_id: m.device_id.clone(),
             count: m.changes.len(),
             next: m.next,

@@ -2,12 +2,14 @@
 //! identity probe `hello`, and `pull`, which only runs behind
 //! [`crate::peer_auth::require_session`] (a signed store-member session).
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tillmesh_domain::wire::{
-    HelloV1, PullLinesHeaderV1, PullRequestV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, PULL_LINES_MEDIA_TYPE,
+    HelloV1, MemberV1, PullLinesHeaderV1, PullRequestV1, MAX_BATCH_SIZE, PROTOCOL_VERSION, PULL_LINES_MEDIA_TYPE,
     SYNC_BATCH_BYTES,
 };
 use tillmesh_domain::{DeviceId, VectorClock};
@@ -33,6 +35,7 @@ pub async fn hello(State(state): State<SharedState>) -> Json<HelloV1> {
 pub async fn pull(
     State(state): State<SharedState>,
     Extension(peer): Extension<PeerIdentity>,
+    remote: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<PullRequestV1>,
 ) -> Result<RawPullResponse, ApiError> {
@@ -56,7 +59,14 @@ pub async fn pull(
     let page = state.store.changes_after_json(req.after, limit, max_bytes, &req.known).await?;
     if peer.device_id != state.device_id {
         state.network.touch(&peer.device_id).await;
+        // A member pulling from here is one to pull from in turn.
+        if let Some(Extension(ConnectInfo(from))) = remote {
+            state.network.learn(&peer.device_id, &from.ip().to_string(), req.port).await;
+        }
     }
+    // With the answer that reaches the head, who else is in the store.
+    let members =
+        if page.has_more { Vec::new() } else { state.network.members(&peer.device_id).await.unwrap_or_default() };
     // The stored records are relayed as they are (no decode and re-encode): the
     // puller verifies every checksum before applying anything.
     Ok(RawPullResponse {
@@ -68,6 +78,7 @@ pub async fn pull(
         log_epoch: writer.writer.to_string(),
         epoch_start: writer.since,
         covered: page.covered,
+        members,
         lines: accepts_lines(&headers),
     })
 }
@@ -97,6 +108,7 @@ pub struct RawPullResponse {
     log_epoch: String,
     epoch_start: u64,
     covered: VectorClock,
+    members: Vec<MemberV1>,
     lines: bool,
 }
 
@@ -117,6 +129,7 @@ impl RawPullResponse {
             log_epoch: self.log_epoch.clone(),
             epoch_start: self.epoch_start,
             covered: self.covered.clone(),
+            members: self.members.clone(),
         };
         // Strings and integers only: encoding cannot fail.
         let mut out = serde_json::to_string(&header).ok()?;
@@ -143,14 +156,15 @@ impl RawPullResponse {
             out.push_str(c);
         }
         out.push_str(&format!(
-            "],\"next\":{},\"has_more\":{},\"head\":{},\"log_epoch\":{},\"epoch_start\":{},\"covered\":{}}}",
+            "],\"next\":{},\"has_more\":{},\"head\":{},\"log_epoch\":{},\"epoch_start\":{},\"covered\":{},\"members\":{}}}",
             self.next,
             self.has_more,
             self.head,
             json_string(&self.log_epoch),
             self.epoch_start,
             // Device ids and integers only: encoding cannot fail.
-            serde_json::to_string(&self.covered).unwrap_or_else(|_| "{}".into())
+            serde_json::to_string(&self.covered).unwrap_or_else(|_| "{}".into()),
+            serde_json::to_string(&self.members).unwrap_or_else(|_| "[]".into())
         ));
         out
     }
@@ -189,6 +203,7 @@ mod tests {
     fn answer(changes: Vec<String>, has_more: bool, log_epoch: &str, lines: bool) -> RawPullResponse {
         RawPullResponse {
             covered: Default::default(),
+            members: Vec::new(),
             device_id: DeviceId::parse("server").expect("id"),
             changes,
             next: 42,

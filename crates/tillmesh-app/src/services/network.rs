@@ -59,7 +59,13 @@ pub struct NetworkService {
     discovery: Mutex<DiscoveryState>,
     /// Serialises "is this Found still the newest? → record it".
     discovery_writes: tokio::sync::Mutex<()>,
+    /// When each address learned from a peer (a puller, or a member list) was last
+    /// tried, so that one that does not answer is not dialled at every sync.
+    learning: Mutex<HashMap<String, Instant>>,
 }
+
+/// Shortest interval between two attempts to pair with one learned address.
+const LEARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Shortest interval between two writes of one peer's last-seen by [`NetworkService::touch`].
 const TOUCH_EVERY: Duration = Duration::from_millis(500);
@@ -111,7 +117,59 @@ impl NetworkService {
             discovery_seq: AtomicU64::new(0),
             discovery: Mutex::new(DiscoveryState::default()),
             discovery_writes: tokio::sync::Mutex::new(()),
+            learning: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A peer told of `device` at `address:port`: a puller that gave its port (pairing
+    /// back, so pairing on either side makes both sides sync), or a member list
+    /// (gossip, so one pairing joins the whole store). Unless that device is already
+    /// trusted at that address, pairs with it in the background — which trusts it
+    /// only if its own store-key handshake succeeds, like manual pairing.
+    pub async fn learn(self: &Arc<Self>, device: &DeviceId, address: &str, port: u16) {
+        if device == &self.me || port == 0 {
+            return;
+        }
+        if let Ok(Some(known)) = self.store.device(device).await {
+            if known.trusted && known.address == address && known.port == port {
+                return;
+            }
+        }
+        let target = match address.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+            Err(_) => format!("{address}:{port}"),
+        };
+        {
+            let mut tried = self.learning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            if tried.get(&target).is_some_and(|at| now.duration_since(*at) < LEARN_EVERY) {
+                return;
+            }
+            tried.retain(|_, at| now.duration_since(*at) < LEARN_EVERY);
+            tried.insert(target.clone(), now);
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            match this.pair(&target).await {
+                Ok(d) => tracing::info!(device = %d.device_id, %target, "paired with a member a peer told of"),
+                Err(e) => tracing::debug!(%target, error = %e, "could not pair with a member a peer told of"),
+            }
+        });
+    }
+
+    /// The trusted members other than this terminal and `except`, as told to peers.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn members(&self, except: &DeviceId) -> Result<Vec<tillmesh_domain::wire::MemberV1>, StoreError> {
+        Ok(self
+            .store
+            .devices()
+            .await?
+            .into_iter()
+            .filter(|d| d.trusted && &d.device_id != except && d.device_id != self.me)
+            .map(|d| tillmesh_domain::wire::MemberV1 { device_id: d.device_id, address: d.address, port: d.port })
+            .collect())
     }
 
     /// This terminal's id.

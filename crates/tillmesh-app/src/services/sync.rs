@@ -32,6 +32,15 @@ pub struct PeerSyncResult {
     pub error: Option<String>,
 }
 
+/// How this terminal pulls.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncSettings {
+    /// Changes asked for per request (clamped to `1..=MAX_BATCH_SIZE`).
+    pub batch_size: u32,
+    /// This terminal's HTTP port, told to peers so that they pull from here too.
+    pub port: u16,
+}
+
 /// Pull-based replication with every trusted peer.
 pub struct SyncService {
     me: DeviceId,
@@ -41,6 +50,7 @@ pub struct SyncService {
     network: Arc<NetworkService>,
     events: EventBus,
     batch_size: u32,
+    port: u16,
     in_progress: AtomicUsize,
     // One sync at a time per peer: a background round and `sync/now` must not both
     // pull the same cursor.
@@ -58,8 +68,9 @@ impl SyncService {
         transport: Arc<dyn PeerTransport>,
         network: Arc<NetworkService>,
         events: EventBus,
-        batch_size: u32,
+        settings: SyncSettings,
     ) -> Self {
+        let SyncSettings { batch_size, port } = settings;
         Self {
             me,
             store,
@@ -68,6 +79,7 @@ impl SyncService {
             network,
             events,
             batch_size: batch_size.clamp(1, tillmesh_domain::wire::MAX_BATCH_SIZE as u32),
+            port,
             in_progress: AtomicUsize::new(0),
             peer_locks: Mutex::new(HashMap::new()),
             epochs: std::sync::Mutex::new(HashMap::new()),
@@ -164,6 +176,10 @@ impl SyncService {
             // Reaching the peer's head, this terminal holds everything the peer held
             // when it answered: its coverage becomes ours too.
             let covered = (!resp.has_more).then(|| std::mem::take(&mut resp.covered));
+            // And who else is in the store: one pairing joins the whole store.
+            for m in std::mem::take(&mut resp.members) {
+                self.network.learn(&m.device_id, &m.address, m.port).await;
+            }
             let outcome = self
                 .store
                 .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head, covered)
@@ -190,6 +206,7 @@ impl SyncService {
             me: self.me.clone(),
             base: base.to_string(),
             batch_size: self.batch_size,
+            port: self.port,
         }
     }
 

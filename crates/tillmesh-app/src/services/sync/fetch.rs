@@ -33,6 +33,8 @@ pub(super) struct PullPlan {
     pub me: DeviceId,
     pub base: String,
     pub batch_size: u32,
+    /// This terminal's HTTP port, told to the peer so that it pulls from here too.
+    pub port: u16,
 }
 
 /// Batches fetched ahead, in log order; dropping it stops the fetching.
@@ -74,6 +76,7 @@ async fn fetch(plan: PullPlan, mut after: u64, mut known: VectorClock, tx: mpsc:
             limit: plan.batch_size,
             max_bytes: SYNC_BATCH_BYTES as u64,
             known,
+            port: plan.port,
         };
         let answer = plan.transport.pull(&plan.base, &req).await;
         let more = match &answer {
