@@ -420,12 +420,11 @@ fn covered_tx(conn: &mut SqliteConnection) -> Res<VectorClock> {
     // This terminal holds every change its own writers made (a writer is retired
     // before its log can be behind what it wrote).
     if let Some(device) = load_identity(conn)?.device_id {
+        // Compared in Rust: `_` is a LIKE wildcard, and device ids may contain it.
         let prefix = format!("{device}.");
-        let own: Vec<(String, i64)> = origin_progress::table
-            .filter(origin_progress::origin.eq(&device).or(origin_progress::origin.like(format!("{prefix}%"))))
-            .select((origin_progress::origin, origin_progress::max_seq))
-            .load(conn)?;
-        for (origin, seq) in own {
+        let all: Vec<(String, i64)> =
+            origin_progress::table.select((origin_progress::origin, origin_progress::max_seq)).load(conn)?;
+        for (origin, seq) in all.into_iter().filter(|(o, _)| *o == device || o.starts_with(&prefix)) {
             out.observe(&DeviceId::parse(origin).map_err(|e| corrupt("origin", e))?, to_u64(seq, "sequence")?);
         }
     }

@@ -212,3 +212,22 @@ async fn a_change_held_out_of_order_does_not_hide_earlier_ones() {
     pull(&t, &p).await;
     assert_eq!(common::visible(&p, &y, "v").await, Some(json!(1)), "t's copy of y reaches p");
 }
+
+/// A terminal covers its own writers (`<device>.<incarnation>`) by what it holds, and no
+/// one else's: not even a writer whose id a LIKE pattern of its device id would match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_covers_its_own_writers_only() {
+    let me = Backend::Memory.node("t_1").await;
+    let other = Backend::Memory.node("tx1").await;
+    let (mine, theirs) = (common::device("t_1.0001"), common::device("tx1.0001"));
+    me.store.apply_local(&mine, vec![(key("a", "1"), put(&[("n", json!(1))]))], common::ts(1)).await.expect("write");
+    other
+        .store
+        .apply_local(&theirs, vec![(key("b", "1"), put(&[("n", json!(1))]))], common::ts(1))
+        .await
+        .expect("write");
+    let page = other.store.changes_after(0, 10, usize::MAX, &VectorClock::new()).await.expect("page");
+    me.store.apply_remote(&other.id, page.changes, page.next, page.head, None).await.expect("apply");
+    let covered = me.store.covered().await.expect("covered");
+    assert_eq!((covered.get(&mine), covered.get(&theirs)), (1, 0), "{covered:?}");
+}
