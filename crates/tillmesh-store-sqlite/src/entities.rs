@@ -217,10 +217,17 @@ fn compact(conn: &mut SqliteConnection, mut positions: Vec<i64>, dead: &mut Vec<
     positions.sort_unstable();
     positions.dedup();
     let mut clocks = Vec::with_capacity(positions.len());
+    // A position whose row is gone already (nothing should delete one behind the
+    // entity's back, but a store must not wedge on it) is simply not kept.
+    let mut present = Vec::with_capacity(positions.len());
     for &pos in &positions {
-        let record: String = change_log::table.find(pos).select(change_log::record).first(conn)?;
-        clocks.push(state_of_record(&record)?.context);
+        let record: Option<String> = change_log::table.find(pos).select(change_log::record).first(conn).optional()?;
+        if let Some(record) = record {
+            clocks.push(state_of_record(&record)?.context);
+            present.push(pos);
+        }
     }
+    let positions = present;
     let mut live = Vec::with_capacity(positions.len());
     for (i, pos) in positions.iter().enumerate() {
         // Included in a later record, or in an earlier one that is not equal to it.
