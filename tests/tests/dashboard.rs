@@ -483,3 +483,73 @@ async fn keep_value(c: &Client, s: &Scene<'_>, value: &str) -> Result<()> {
     }
     bail!("no conflict value {value} on the page")
 }
+
+/// The pairing screen in a real browser: a code made on A's dashboard (with its
+/// countdown) joins B, a terminal of another store, from B's dashboard; B then trusts A
+/// and both end up in one store.
+#[test]
+fn the_pairing_screen_makes_a_code_and_joins_another_till_with_it() -> Result<()> {
+    let (chromium, chromedriver) = browser_tools()?;
+    let a = TerminalProcess::start(&["--name", "till-a", "--sync-interval", "86400"])?;
+    let b = TerminalProcess::start(&[
+        "--name",
+        "till-b",
+        "--sync-interval",
+        "86400",
+        "--store-key",
+        "another-store-key-0123456789abcdef",
+    ])?;
+    let a_hello = a.ok("GET", "/peer/v1/hello", None)?;
+    ensure!(b.ok("GET", "/peer/v1/hello", None)?["store_id"] != a_hello["store_id"], "two stores to begin with");
+
+    let profile = tempfile::tempdir()?;
+    let driver = Chromedriver::start(&chromedriver)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = rt.block_on(open_browser(&driver, &chromium, profile.path()))?;
+    let outcome = rt.block_on(async {
+        let c = &client;
+        c.goto(&format!("{}/#token={ADMIN_TOKEN}", a.url)).await?;
+        poll("the pairing panel", UI_TIMEOUT, || async { one(c, "#make-code").await }).await?.click().await?;
+        let code = poll("a six-digit code", UI_TIMEOUT, || async {
+            let t = c.find(Locator::Css("#pairing-code")).await?.text().await?;
+            Ok((t.len() == 6 && t.chars().all(|ch| ch.is_ascii_digit())).then_some(t))
+        })
+        .await?;
+        let countdown = c.find(Locator::Css("#pairing-countdown")).await?.text().await?;
+        ensure!(countdown.starts_with("valid 4:") || countdown.starts_with("valid 5:"), "countdown {countdown:?}");
+
+        c.goto(&format!("{}/#token={ADMIN_TOKEN}", b.url)).await?;
+        poll("B's pairing panel", UI_TIMEOUT, || async { one(c, "#join-form").await }).await?;
+        c.find(Locator::Css("#join-address")).await?.send_keys(&a.address()).await?;
+        c.find(Locator::Css("#join-code")).await?.send_keys(&code).await?;
+        c.find(Locator::Css("#join-submit")).await?.click().await?;
+        poll("the join's result", Duration::from_secs(30), || async {
+            let t = c.find(Locator::Css("#pair-result")).await?.text().await?;
+            Ok(t.contains("Paired with till-a").then_some(()))
+        })
+        .await?;
+        poll("A trusted in B's device list", UI_TIMEOUT, || async {
+            let list = c.find(Locator::Css("#devices")).await?;
+            let names = texts(&list, ".device .title").await?;
+            let untrusted = texts(&list, ".badge").await?.iter().any(|t| t == "untrusted");
+            Ok((names.iter().any(|n| n == "till-a") && !untrusted).then_some(()))
+        })
+        .await
+    });
+    let closed = rt.block_on(client.close());
+    drop(driver);
+    outcome?;
+    closed.context("closing the browser session")?;
+    ensure!(b.ok("GET", "/peer/v1/hello", None)?["store_id"] == a_hello["store_id"], "B joined A's store");
+    let devices = b.ok("GET", "/api/network/devices", None)?;
+    let a_id = a_hello["device_id"].clone();
+    ensure!(
+        devices["devices"]
+            .as_array()
+            .context("devices")?
+            .iter()
+            .any(|d| d["device_id"] == a_id && d["trusted"] == true),
+        "B trusts A: {devices}"
+    );
+    Ok(())
+}
