@@ -35,6 +35,9 @@ fn pairing_on_one_side_makes_both_sides_sync() -> Result<()> {
     a.sync_now()?;
     // B learned A from A's pull (and checked it with its own handshake).
     wait_until("B to trust A", Duration::from_secs(10), || Ok(trusted_others(&b)? == 1))?;
+    let devices = b.ok("GET", "/api/network/devices", None)?;
+    let learned = devices["devices"].as_array().unwrap().iter().find(|d| d["source"] != "self").unwrap().clone();
+    assert_eq!(learned["source"], "peer", "learned from A's pull, not paired by hand: {learned}");
     b.sync_now()?;
     assert_eq!((sales(&a)?, sales(&b)?), (2, 2), "each has the other's sale");
     assert_eq!(a.digest()?, b.digest()?);

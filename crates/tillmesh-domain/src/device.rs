@@ -16,6 +16,9 @@ pub enum DeviceSource {
     Mdns,
     /// Paired by address (`POST /api/network/pair` or `--peer`).
     Manual,
+    /// Learned from another member: it pulled from this terminal, or a member listed
+    /// it (trusted only after this terminal's own handshake with it).
+    Peer,
 }
 
 impl DeviceSource {
@@ -25,6 +28,18 @@ impl DeviceSource {
             Self::Local => "self",
             Self::Mdns => "mdns",
             Self::Manual => "manual",
+            Self::Peer => "peer",
+        }
+    }
+
+    /// How strong a source is: a device's recorded source only moves to a stronger or
+    /// equal one (this terminal > paired by hand > found by mDNS > told by a peer).
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Local => 3,
+            Self::Manual => 2,
+            Self::Mdns => 1,
+            Self::Peer => 0,
         }
     }
 
@@ -34,6 +49,7 @@ impl DeviceSource {
             "self" => Some(Self::Local),
             "mdns" => Some(Self::Mdns),
             "manual" => Some(Self::Manual),
+            "peer" => Some(Self::Peer),
             _ => None,
         }
     }

@@ -147,9 +147,10 @@ impl DeviceStore for SqliteStore {
         self.write(move |conn| {
             let existing: Option<String> =
                 devices::table.find(device.device_id.as_str()).select(devices::source).first(conn).optional()?;
-            // A stronger source (this terminal, or paired by hand) survives rediscovery.
+            // A stronger source (this terminal, paired by hand, found by mDNS) survives
+            // being told of again by a weaker one.
             let source = match (existing.as_deref().and_then(DeviceSource::parse), device.source) {
-                (Some(old @ (DeviceSource::Local | DeviceSource::Manual)), DeviceSource::Mdns) => old,
+                (Some(old), new) if old.rank() > new.rank() => old,
                 (_, new) => new,
             };
             diesel::replace_into(devices::table)

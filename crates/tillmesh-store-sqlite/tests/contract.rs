@@ -896,6 +896,12 @@ mod cases {
         // Upgrading mdns -> manual is allowed.
         s.upsert_device(record("d", DeviceSource::Manual, "10.0.0.3", 20)).await.expect("upsert");
         assert_eq!(s.device(&device("d")).await.expect("read").expect("d").source, DeviceSource::Manual);
+        // Learned from a peer: stays "peer" until mDNS finds it, and never weakens mDNS.
+        s.upsert_device(record("p", DeviceSource::Peer, "10.0.0.5", 20)).await.expect("upsert");
+        assert_eq!(s.device(&device("p")).await.expect("read").expect("p").source, DeviceSource::Peer);
+        s.upsert_device(record("p", DeviceSource::Mdns, "10.0.0.5", 21)).await.expect("upsert");
+        s.upsert_device(record("p", DeviceSource::Peer, "10.0.0.5", 22)).await.expect("upsert");
+        assert_eq!(s.device(&device("p")).await.expect("read").expect("p").source, DeviceSource::Mdns);
 
         // touch never moves last_seen backwards.
         s.touch_device(&device("d"), ts(50)).await.expect("touch");
@@ -906,7 +912,7 @@ mod cases {
 
         let ids: Vec<String> =
             s.devices().await.expect("devices").into_iter().map(|d| d.device_id.to_string()).collect();
-        assert_eq!(ids, vec!["a", "d", "m"]);
+        assert_eq!(ids, vec!["a", "d", "m", "p"]);
     }
 
     fn new_op(id: &str, created: i64) -> NewOperation {

@@ -26,7 +26,8 @@ pub struct DeviceDto {
     pub status: &'static str,
     /// Last contact (RFC 3339).
     pub last_seen: String,
-    /// `self`, `mdns` or `manual`.
+    /// `self`, `mdns`, `manual` (paired by address or code) or `peer` (learned from
+    /// another member: it pulled from this terminal, or a member listed it).
     pub source: &'static str,
     /// Proved membership of this store.
     pub trusted: bool,

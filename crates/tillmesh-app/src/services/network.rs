@@ -150,7 +150,7 @@ impl NetworkService {
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            match this.pair(&target).await {
+            match this.pair_as(&target, DeviceSource::Peer).await {
                 Ok(d) => tracing::info!(device = %d.device_id, %target, "paired with a member a peer told of"),
                 Err(e) => tracing::debug!(%target, error = %e, "could not pair with a member a peer told of"),
             }
@@ -255,6 +255,11 @@ impl NetworkService {
     /// # Errors
     /// [`PairError`] saying why the address is not a terminal of this store.
     pub async fn pair(&self, address: &str) -> Result<DeviceRecord, PairError> {
+        self.pair_as(address, DeviceSource::Manual).await
+    }
+
+    /// [`NetworkService::pair`], recording the device as learned from `source`.
+    async fn pair_as(&self, address: &str, source: DeviceSource) -> Result<DeviceRecord, PairError> {
         let base = peer_base_url(address).map_err(PairError::BadAddress)?;
         let hello = match self.transport.hello(&base).await {
             Ok(h) => h,
@@ -293,7 +298,7 @@ impl NetworkService {
             address: host,
             port,
             last_seen: self.clock.now(),
-            source: DeviceSource::Manual,
+            source,
             trusted: true,
         };
         self.store.upsert_device(record.clone()).await?;

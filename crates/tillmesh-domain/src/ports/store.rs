@@ -335,8 +335,8 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// [`StoreError::Unexpected`].
     async fn note_held_elsewhere(&self, writer: &DeviceId, seq: u64) -> Result<bool, StoreError>;
 
-    /// Inserts or replaces a device. A `manual` or `self` source is never downgraded
-    /// to `mdns`.
+    /// Inserts or replaces a device. Its source never moves to a weaker one
+    /// ([`crate::device::DeviceSource::rank`]: `self` > `manual` > `mdns` > `peer`).
     ///
     /// # Errors
     /// [`StoreError::Unexpected`].
