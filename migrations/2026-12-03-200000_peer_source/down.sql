@@ -1,3 +1,4 @@
+ALTER TABLE peer_cursors DROP COLUMN cursor_epoch;
 CREATE TABLE devices_v1 (
     device_id TEXT PRIMARY KEY NOT NULL,
     name TEXT NOT NULL,

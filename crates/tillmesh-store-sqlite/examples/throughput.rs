@@ -173,7 +173,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let cursor = b.peer_state(&da).await?.cursor;
         let known = b.known_origins().await?;
         let page = a.changes_after(cursor, 100, 1 << 20, &known).await?;
-        let out = b.apply_remote(&da, page.changes, page.next, page.head, None).await?;
+        let out = b.apply_remote(&da, page.changes, page.next, page.head, None, None).await?;
         applied += out.applied;
         if !page.has_more {
             break;

@@ -8,7 +8,7 @@ use tillmesh_domain::{DeviceId, Timestamp};
 
 use crate::schema::{devices, local_identity};
 use crate::store::{corrupt, to_i64, to_u64, unexpected, Res, SqliteStore};
-use crate::sync::{load_identity, load_progress, log_head_tx};
+use crate::sync::{load_identity, load_progress, log_head_tx, raise_coverage};
 
 type WriterRow = (Option<String>, Option<String>, Option<i64>, bool);
 
@@ -99,6 +99,15 @@ impl DeviceStore for SqliteStore {
             }
             let head = log_head_tx(conn)?;
             let since = since.map_or(head, |s| s.min(head));
+            // The writer being replaced stops counting as this terminal's own: what the
+            // log holds of it now, it holds whole (it wrote it); record that as coverage
+            // before later records of it arrive out of order. (A retired one was
+            // recorded when it was retired.)
+            let before = load_identity(conn)?;
+            if let (Some(prev), false) = (before.writer, before.retired) {
+                let held = load_progress(conn, &prev)?;
+                raise_coverage(conn, &prev, held)?;
+            }
             let updated = diesel::update(local_identity::table.find(1))
                 .set((
                     local_identity::writer_id.eq(Some(writer.as_str())),
@@ -117,6 +126,7 @@ impl DeviceStore for SqliteStore {
 
     async fn note_held_elsewhere(&self, writer: &DeviceId, seq: u64) -> Result<bool, StoreError> {
         let writer = writer.clone();
+        let retiring = writer.clone();
         // (is it this terminal's writer, is it retired already, does the peer hold more)
         let check = move |conn: &mut SqliteConnection| -> Res<(bool, bool, bool)> {
             let id = load_identity(conn)?;
@@ -132,7 +142,11 @@ impl DeviceStore for SqliteStore {
             _ => return Ok(false),
         }
         self.write(move |conn| match check(conn)? {
-            (true, retired, behind) if retired || behind => {
+            (true, true, _) => Ok(true),
+            (true, false, true) => {
+                // What the log holds of it, it holds whole (its own writes).
+                let held = load_progress(conn, retiring.as_str())?;
+                raise_coverage(conn, retiring.as_str(), held)?;
                 diesel::update(local_identity::table.find(1))
                     .set(local_identity::writer_retired.eq(true))
                     .execute(conn)?;

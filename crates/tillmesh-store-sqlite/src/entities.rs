@@ -642,7 +642,7 @@ mod tests {
                 ChangeRecord::new(peer.clone(), seq, key("product", format!("e{seq}")), Timestamp(2), state).into()
             })
             .collect();
-        store.apply_remote(&peer, changes, 5, 5, None).await.expect("merge");
+        store.apply_remote(&peer, changes, 5, 5, None, None).await.expect("merge");
         let keys: Vec<EntityKey> =
             (0..60).rev().map(|i| key(if i % 3 == 0 { "stock" } else { "product" }, format!("e{i}"))).collect();
         for n in [0, 1, 3, 4, 16, 17, 35, 60] {

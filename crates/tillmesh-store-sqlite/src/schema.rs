@@ -67,6 +67,7 @@ diesel::table! {
         peer_head -> BigInt,
         last_sync -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
+        cursor_epoch -> Nullable<Text>,
     }
 }
 

@@ -268,6 +268,7 @@ fn apply_remote_tx(
     next: i64,
     peer_head: i64,
     covered: Option<VectorClock>,
+    epoch: Option<String>,
 ) -> Res<ApplyOutcome> {
     let mut outcome = ApplyOutcome::default();
     let mut work = Working::with_capacity(changes.len());
@@ -338,6 +339,12 @@ fn apply_remote_tx(
     if writer_behind && !identity.retired {
         tracing::warn!(writer = ?identity.writer, "a peer holds changes of this terminal's writer that its log lost; retiring the writer");
         diesel::update(local_identity::table.find(1)).set(local_identity::writer_retired.eq(true)).execute(conn)?;
+        // What the log held of it before this batch, it held whole: its own writes.
+        if let Some(w) = identity.writer.as_deref() {
+            if let Some(&(before, _)) = progress.get(w) {
+                raise_coverage(conn, w, before)?;
+            }
+        }
     }
     for (origin, (before, now)) in progress {
         if now > before {
@@ -352,11 +359,17 @@ fn apply_remote_tx(
             peer_cursors::device_id.eq(peer.as_str()),
             peer_cursors::cursor.eq(next),
             peer_cursors::peer_head.eq(peer_head),
+            peer_cursors::cursor_epoch.eq(&epoch),
         ))
         .on_conflict(peer_cursors::device_id)
         .do_update()
         .set((peer_cursors::cursor.eq(next), peer_cursors::peer_head.eq(peer_head)))
         .execute(conn)?;
+    if epoch.is_some() {
+        diesel::update(peer_cursors::table.find(peer.as_str()))
+            .set(peer_cursors::cursor_epoch.eq(&epoch))
+            .execute(conn)?;
+    }
     Ok(outcome)
 }
 
@@ -399,13 +412,19 @@ fn append_received(
 fn add_coverage(conn: &mut SqliteConnection, covered: &VectorClock) -> Res<()> {
     for (origin, seq) in covered.iter() {
         let held = load_progress(conn, origin.as_str())?;
-        let seq = (*seq).min(held);
-        let before: Option<i64> = coverage::table.find(origin.as_str()).select(coverage::seq).first(conn).optional()?;
-        if seq > 0 && before.is_none_or(|b| to_i64(seq, "sequence").is_ok_and(|s| s > b)) {
-            diesel::replace_into(coverage::table)
-                .values((coverage::origin.eq(origin.as_str()), coverage::seq.eq(to_i64(seq, "sequence")?)))
-                .execute(conn)?;
-        }
+        raise_coverage(conn, origin.as_str(), (*seq).min(held))?;
+    }
+    Ok(())
+}
+
+/// Raises the recorded coverage of `origin` to `seq` (never lowers it).
+pub(crate) fn raise_coverage(conn: &mut SqliteConnection, origin: &str, seq: u64) -> Res<()> {
+    let before: Option<i64> = coverage::table.find(origin).select(coverage::seq).first(conn).optional()?;
+    let seq = to_i64(seq, "sequence")?;
+    if seq > 0 && before.is_none_or(|b| seq > b) {
+        diesel::replace_into(coverage::table)
+            .values((coverage::origin.eq(origin), coverage::seq.eq(seq)))
+            .execute(conn)?;
     }
     Ok(())
 }
@@ -417,16 +436,21 @@ fn covered_tx(conn: &mut SqliteConnection) -> Res<VectorClock> {
     for (origin, seq) in rows {
         out.observe(&DeviceId::parse(origin).map_err(|e| corrupt("origin", e))?, to_u64(seq, "sequence")?);
     }
-    // This terminal holds every change its own writers made (a writer is retired
-    // before its log can be behind what it wrote).
-    if let Some(device) = load_identity(conn)?.device_id {
-        // Compared in Rust: `_` is a LIKE wildcard, and device ids may contain it.
-        let prefix = format!("{device}.");
-        let all: Vec<(String, i64)> =
-            origin_progress::table.select((origin_progress::origin, origin_progress::max_seq)).load(conn)?;
-        for (origin, seq) in all.into_iter().filter(|(o, _)| *o == device || o.starts_with(&prefix)) {
-            out.observe(&DeviceId::parse(origin).map_err(|e| corrupt("origin", e))?, to_u64(seq, "sequence")?);
-        }
+    // This terminal holds every change its current writer made (a writer is retired
+    // before the log can be behind what it wrote). Not its earlier writers: after a
+    // restore or a rollback, their changes come back from peers out of order, so the
+    // highest one held says nothing of the others; their coverage was recorded when
+    // they were replaced. A store that never took a writer (tests, harnesses) writes
+    // under its device id.
+    let identity = load_identity(conn)?;
+    let own = match identity.writer {
+        Some(w) if !identity.retired => Some(w),
+        Some(_) => None,
+        None => identity.device_id,
+    };
+    if let Some(own) = own {
+        let seq = load_progress(conn, &own)?;
+        out.observe(&DeviceId::parse(own).map_err(|e| corrupt("writer", e))?, seq);
     }
     Ok(out)
 }
@@ -507,16 +531,17 @@ pub(crate) fn log_head_tx(conn: &mut SqliteConnection) -> Res<u64> {
     to_u64(head.unwrap_or(0), "log position")
 }
 
-type CursorRow = (String, i64, i64, Option<i64>, Option<String>);
+type CursorRow = (String, i64, i64, Option<i64>, Option<String>, Option<String>);
 
 fn peer_sync_state(row: CursorRow) -> Res<PeerSyncState> {
-    let (id, cursor, head, last_sync, last_error) = row;
+    let (id, cursor, head, last_sync, last_error, epoch) = row;
     Ok(PeerSyncState {
         device_id: DeviceId::parse(id).map_err(|e| corrupt("peer id", e))?,
         cursor: to_u64(cursor, "cursor")?,
         peer_head: to_u64(head, "peer head")?,
         last_sync: last_sync.map(Timestamp),
         last_error,
+        epoch,
     })
 }
 
@@ -526,12 +551,14 @@ const CURSOR_COLUMNS: (
     peer_cursors::peer_head,
     peer_cursors::last_sync,
     peer_cursors::last_error,
+    peer_cursors::cursor_epoch,
 ) = (
     peer_cursors::device_id,
     peer_cursors::cursor,
     peer_cursors::peer_head,
     peer_cursors::last_sync,
     peer_cursors::last_error,
+    peer_cursors::cursor_epoch,
 );
 
 #[async_trait::async_trait]
@@ -565,6 +592,7 @@ impl SyncStore for SqliteStore {
         next: u64,
         peer_head: u64,
         covered: Option<VectorClock>,
+        epoch: Option<String>,
     ) -> Result<ApplyOutcome, StoreError> {
         let peer = peer.clone();
         let (next, peer_head) = match (i64::try_from(next), i64::try_from(peer_head)) {
@@ -577,7 +605,9 @@ impl SyncStore for SqliteStore {
         };
         self.write_after(move || {
             let prepared = prepare_remote(changes)?;
-            Ok(move |conn: &mut SqliteConnection| apply_remote_tx(conn, &peer, prepared, next, peer_head, covered))
+            Ok(move |conn: &mut SqliteConnection| {
+                apply_remote_tx(conn, &peer, prepared, next, peer_head, covered, epoch)
+            })
         })
         .await
     }
@@ -611,9 +641,14 @@ impl SyncStore for SqliteStore {
                 peer_cursors::table.find(peer.as_str()).select(CURSOR_COLUMNS).first(conn).optional()?;
             match row {
                 Some(r) => peer_sync_state(r),
-                None => {
-                    Ok(PeerSyncState { device_id: peer, cursor: 0, peer_head: 0, last_sync: None, last_error: None })
-                }
+                None => Ok(PeerSyncState {
+                    device_id: peer,
+                    cursor: 0,
+                    peer_head: 0,
+                    last_sync: None,
+                    last_error: None,
+                    epoch: None,
+                }),
             }
         })
         .await

@@ -448,11 +448,14 @@ mod cases {
         write(&a, ops, 1).await;
         let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
         let first =
-            bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head, None).await.expect("apply");
+            bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head, None, None).await.expect("apply");
         assert_eq!((first.applied, first.duplicates), (5, 0));
         let d1 = digest(&bb).await;
-        let again =
-            bb.store.apply_remote(&a.id, page.changes.clone(), page.next, page.head, None).await.expect("apply again");
+        let again = bb
+            .store
+            .apply_remote(&a.id, page.changes.clone(), page.next, page.head, None, None)
+            .await
+            .expect("apply again");
         assert_eq!((again.applied, again.duplicates), (0, 5));
         assert!(again.new_conflicts.is_empty());
         assert_eq!(digest(&bb).await, d1);
@@ -460,7 +463,8 @@ mod cases {
         // A batch mixing held and new changes applies only the new ones.
         write(&a, vec![(key("item", "i9"), put(&[("n", json!(9))]))], 2).await;
         let page = a.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
-        let mixed = bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None).await.expect("apply mixed");
+        let mixed =
+            bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None, None).await.expect("apply mixed");
         assert_eq!((mixed.applied, mixed.duplicates), (1, 5));
         assert_eq!(digest(&bb).await, digest(&a).await);
     }
@@ -479,9 +483,10 @@ mod cases {
         // The first 20 arrive first (say, relayed by another peer): of the batch's
         // statements of 16, the first holds only held changes, the second some.
         let early: Vec<_> = page.changes[..20].to_vec();
-        let first = bb.store.apply_remote(&a.id, early, 0, 0, None).await.expect("apply some");
+        let first = bb.store.apply_remote(&a.id, early, 0, 0, None, None).await.expect("apply some");
         assert_eq!((first.applied, first.duplicates), (20, 0));
-        let all = bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None).await.expect("apply all");
+        let all =
+            bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None, None).await.expect("apply all");
         assert_eq!((all.applied, all.duplicates), (30, 20));
         assert_eq!(bb.store.log_head().await.expect("head"), 50);
         let log = bb.store.changes_after(0, 1000, usize::MAX, &VectorClock::new()).await.expect("log");
@@ -506,10 +511,12 @@ mod cases {
         // Everything b holds, a's own records included (no known vector to skip them).
         let page = bb.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
         assert_eq!(page.changes.len(), 6);
-        let echo = a.store.apply_remote(&bb.id, page.changes.clone(), page.next, page.head, None).await.expect("apply");
+        let echo =
+            a.store.apply_remote(&bb.id, page.changes.clone(), page.next, page.head, None, None).await.expect("apply");
         assert_eq!((echo.applied, echo.duplicates), (1, 5));
         assert_eq!(a.store.log_head().await.expect("head"), 6, "only b's record was appended");
-        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head, None).await.expect("apply again");
+        let again =
+            a.store.apply_remote(&bb.id, page.changes, page.next, page.head, None, None).await.expect("apply again");
         assert_eq!((again.applied, again.duplicates), (0, 6));
         assert_eq!(digest(&a).await, digest(&bb).await);
         assert_ne!(digest(&a).await, before);
@@ -533,7 +540,8 @@ mod cases {
         assert_eq!((back.applied, back.duplicates), (3, 0));
         assert_eq!(a.store.known_origins().await.expect("known"), VectorClock::from_entries([(a.id.clone(), 3)]));
         let page = bb.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
-        let again = a.store.apply_remote(&bb.id, page.changes, page.next, page.head, None).await.expect("apply again");
+        let again =
+            a.store.apply_remote(&bb.id, page.changes, page.next, page.head, None, None).await.expect("apply again");
         assert_eq!((again.applied, again.duplicates), (0, 3));
         let out = write(&a, vec![(key("item", "i9"), put(&[("n", json!(9))]))], 2).await;
         assert_eq!(out.seqs, vec![4]);
@@ -581,7 +589,7 @@ mod cases {
         record.verify().expect("checksum and invariants are fine: only the size is wrong");
         let err = bb
             .store
-            .apply_remote(&a.id, vec![record.into()], page.next, page.head, None)
+            .apply_remote(&a.id, vec![record.into()], page.next, page.head, None, None)
             .await
             .expect_err("over the cap");
         assert!(matches!(err, StoreError::BadBatch(DomainError::TooLarge { .. })), "got {err:?}");
@@ -642,7 +650,7 @@ mod cases {
         // `peer` plays a terminal whose log lost t1 and t2 (a rollback its marker missed).
         let lost = peer.store.changes_after(1, 100, usize::MAX, &VectorClock::new()).await.expect("page");
         let fresh = b.node("p2").await;
-        fresh.store.apply_remote(&peer.id, page.changes[..1].to_vec(), 1, 1, None).await.expect("first");
+        fresh.store.apply_remote(&peer.id, page.changes[..1].to_vec(), 1, 1, None, None).await.expect("first");
         fresh.store.take_writer(w3.clone(), "pm2".into(), None).await.expect_err("held already");
         let rolled_back = b.node("p3").await;
         rolled_back.store.take_writer(w3.clone(), "pm".into(), None).await.expect("take");
@@ -651,7 +659,7 @@ mod cases {
             .apply_local(&w3, vec![(key("thing", "t0"), put(&[("n", json!(0))]))], ts(4))
             .await
             .expect("write");
-        rolled_back.store.apply_remote(&peer.id, lost.changes, lost.next, lost.head, None).await.expect("apply");
+        rolled_back.store.apply_remote(&peer.id, lost.changes, lost.next, lost.head, None, None).await.expect("apply");
         assert!(rolled_back.store.writer().await.expect("writer").expect("some").retired, "a peer held more of it");
     }
 
@@ -677,7 +685,8 @@ mod cases {
             e.value = json!(666);
         }
         tampered[1] = record.into();
-        let err = bb.store.apply_remote(&a.id, tampered, page.next, page.head, None).await.expect_err("tampered batch");
+        let err =
+            bb.store.apply_remote(&a.id, tampered, page.next, page.head, None, None).await.expect_err("tampered batch");
         assert!(matches!(err, StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 3, .. })), "got {err:?}");
         // A record whose checksum matches but breaks invariants (seq 0) is rejected too.
         let mut bad = page.changes[2].to_record().expect("record");
@@ -686,7 +695,7 @@ mod cases {
         let bad = bad.into();
         let err = bb
             .store
-            .apply_remote(&a.id, vec![page.changes[0].clone(), bad], page.next, page.head, None)
+            .apply_remote(&a.id, vec![page.changes[0].clone(), bad], page.next, page.head, None, None)
             .await
             .expect_err("invalid record");
         assert!(matches!(err, StoreError::BadBatch(DomainError::InvalidRecord(_))));
@@ -696,7 +705,8 @@ mod cases {
         assert_eq!(bb.store.entity(&key("item", "i1")).await.expect("read"), None);
         assert_eq!(bb.store.peer_state(&a.id).await.expect("peer"), cursor_before);
         // The genuine batch still applies afterwards.
-        let ok = bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None).await.expect("genuine batch");
+        let ok =
+            bb.store.apply_remote(&a.id, page.changes, page.next, page.head, None, None).await.expect("genuine batch");
         assert_eq!(ok.applied, 3);
         assert_eq!(digest(&bb).await, digest(&a).await);
     }
@@ -839,7 +849,7 @@ mod cases {
         a.store.record_sync_result(&q, ts(5), Some("refused".into())).await.expect("record");
         let st = a.store.peer_state(&q).await.expect("peer");
         assert_eq!((st.cursor, st.last_sync, st.last_error.as_deref()), (0, None, Some("refused")));
-        a.store.apply_remote(&q, Vec::new(), 7, 9, None).await.expect("empty batch moves the cursor");
+        a.store.apply_remote(&q, Vec::new(), 7, 9, None, None).await.expect("empty batch moves the cursor");
         a.store.record_sync_result(&q, ts(10), None).await.expect("record");
         let st = a.store.peer_state(&q).await.expect("peer");
         assert_eq!((st.cursor, st.peer_head, st.last_sync, st.last_error), (7, 9, Some(ts(10)), None));

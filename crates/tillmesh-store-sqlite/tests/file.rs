@@ -93,7 +93,7 @@ async fn rejected_remote_batch_leaves_the_file_untouched() {
     let mut record = last.to_record().expect("record");
     record.at = ts(record.at.0 + 1);
     *last = record.into();
-    let err = b.store.apply_remote(&a.id, changes, page.next, page.head, None).await.expect_err("bad batch");
+    let err = b.store.apply_remote(&a.id, changes, page.next, page.head, None, None).await.expect_err("bad batch");
     assert!(matches!(err, StoreError::BadBatch(DomainError::ChecksumMismatch { seq: 50, .. })));
 
     let path = b.path().expect("file node");

@@ -107,7 +107,7 @@ async fn a_schema_1_data_dir_opens_and_keeps_working() {
         c.clone().check().expect("an old record still verifies");
     }
     let fresh = Backend::File.node("fresh").await;
-    fresh.store.apply_remote(&device("till-old"), page.changes, page.next, page.head, None).await.expect("apply");
+    fresh.store.apply_remote(&device("till-old"), page.changes, page.next, page.head, None, None).await.expect("apply");
     assert_eq!(fresh.store.digest().await.expect("digest"), store.digest().await.expect("digest"));
 
     // New writes on the old entity, by this build's writer, and a reopen.
@@ -151,7 +151,7 @@ async fn a_schema_2_log_gets_its_own_records_flagged() {
     // Everything here, served with no known vector, comes back as duplicates.
     let page = here.store.changes_after(0, 100, usize::MAX, &VectorClock::new()).await.expect("page");
     assert_eq!(page.changes.len(), 3);
-    let echo = here.store.apply_remote(&peer.id, page.changes, page.next, page.head, None).await.expect("echo");
+    let echo = here.store.apply_remote(&peer.id, page.changes, page.next, page.head, None, None).await.expect("echo");
     assert_eq!((echo.applied, echo.duplicates), (0, 3));
     assert_eq!(write(&here, vec![(key("item", "a3"), put(&[("n", json!(3))]))], 4).await.seqs, vec![3]);
     drop(here);

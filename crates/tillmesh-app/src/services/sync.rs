@@ -55,8 +55,6 @@ pub struct SyncService {
     // One sync at a time per peer: a background round and `sync/now` must not both
     // pull the same cursor.
     peer_locks: Mutex<HashMap<DeviceId, Arc<Mutex<()>>>>,
-    // Log epoch (run) of each peer our cursor was last advanced in.
-    epochs: std::sync::Mutex<HashMap<DeviceId, String>>,
 }
 
 impl SyncService {
@@ -82,7 +80,6 @@ impl SyncService {
             port,
             in_progress: AtomicUsize::new(0),
             peer_locks: Mutex::new(HashMap::new()),
-            epochs: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -135,6 +132,7 @@ impl SyncService {
         let mut pulled = 0u64;
         let state = self.store.peer_state(&peer.device_id).await.map_err(|e| (pulled, e.to_string()))?;
         let mut cursor = state.cursor;
+        let mut epoch = state.epoch;
         let known = self.store.covered().await.map_err(|e| (pulled, e.to_string()))?;
         // Batches are fetched and checked ahead while earlier ones are stored; a
         // return (error or rewind) drops `ahead`, which stops the fetching.
@@ -144,25 +142,24 @@ impl SyncService {
             if resp.device_id != peer.device_id {
                 return Err((pulled, format!("{base} now answers as {}", resp.device_id)));
             }
-            // A different run of the peer whose log is shorter than our cursor: its data
-            // dir was rolled back, restored or cloned. Positions up to `epoch_start` are
-            // shared history; rewind to there so nothing written since is skipped.
-            let same_run =
-                self.epochs.lock().ok().and_then(|e| e.get(&peer.device_id).cloned()) == Some(resp.log_epoch.clone());
-            if !same_run && cursor > resp.epoch_start {
+            // The peer writes under another writer than the one our cursor was obtained
+            // under: its data dir was restored, copied or rolled back, so its log is not
+            // the one our cursor points into. Read it again from the start (what we
+            // already cover is skipped by the server).
+            if let Some(to) = rewind_to(epoch.as_deref(), cursor, &resp.log_epoch) {
                 tracing::warn!(
                     peer = %peer.device_id,
                     cursor,
-                    epoch_start = resp.epoch_start,
-                    "peer restarted from a state that may not contain our cursor; rewinding"
+                    epoch = %resp.log_epoch,
+                    "peer's log is another one than our cursor's; reading it again from the start"
                 );
                 drop(ahead);
                 self.store
-                    .apply_remote(&peer.device_id, Vec::new(), resp.epoch_start, resp.head, None)
+                    .apply_remote(&peer.device_id, Vec::new(), to, resp.head, None, Some(resp.log_epoch.clone()))
                     .await
                     .map_err(|e| (pulled, e.to_string()))?;
-                self.remember_epoch(&peer.device_id, &resp.log_epoch);
-                cursor = resp.epoch_start;
+                epoch = Some(resp.log_epoch.clone());
+                cursor = to;
                 let known = self.store.covered().await.map_err(|e| (pulled, e.to_string()))?;
                 ahead = PullAhead::start(self.plan(&base), cursor, known);
                 continue;
@@ -182,11 +179,18 @@ impl SyncService {
             }
             let outcome = self
                 .store
-                .apply_remote(&peer.device_id, resp.changes, resp.next, resp.head, covered)
+                .apply_remote(
+                    &peer.device_id,
+                    resp.changes,
+                    resp.next,
+                    resp.head,
+                    covered,
+                    Some(resp.log_epoch.clone()),
+                )
                 .await
                 .map_err(|e| (pulled, e.to_string()))?;
             cursor = resp.next;
-            self.remember_epoch(&peer.device_id, &resp.log_epoch);
+            epoch = Some(resp.log_epoch);
             pulled += outcome.applied as u64;
             for c in &outcome.new_conflicts {
                 self.events.publish(
@@ -210,12 +214,6 @@ impl SyncService {
         }
     }
 
-    fn remember_epoch(&self, peer: &DeviceId, epoch: &str) {
-        if let Ok(mut e) = self.epochs.lock() {
-            e.insert(peer.clone(), epoch.to_string());
-        }
-    }
-
     /// Runs a round every `period` until dropped.
     pub async fn run_background(self: Arc<Self>, period: Duration) {
         let mut tick = tokio::time::interval(period);
@@ -226,5 +224,30 @@ impl SyncService {
                 tracing::error!(error = %e, "sync round failed");
             }
         }
+    }
+}
+
+/// Where to move a cursor obtained under log epoch `ours` (`None`: unknown, e.g. set by
+/// an older build) when the peer now answers under `theirs`: to 0 when they differ and
+/// the cursor is past the start, else nowhere.
+///
+/// Why 0 and not the peer's `epoch_start`: a compacted log moves records, so positions
+/// below the start of the peer's new epoch may hold records our cursor passed in the
+/// other copy of the log before they moved there; only a full reread is sure to see
+/// them. What we cover is skipped by the server, so it costs a scan, not a transfer.
+fn rewind_to(ours: Option<&str>, cursor: u64, theirs: &str) -> Option<u64> {
+    (cursor > 0 && ours != Some(theirs)).then_some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewind_to;
+
+    #[test]
+    fn a_cursor_is_read_again_from_the_start_only_when_the_peers_log_changed() {
+        assert_eq!(rewind_to(Some("d.1"), 40, "d.1"), None, "same log: carry on");
+        assert_eq!(rewind_to(Some("d.1"), 40, "d.2"), Some(0), "restored, copied or rolled back");
+        assert_eq!(rewind_to(None, 40, "d.1"), Some(0), "a cursor of unknown epoch (older build)");
+        assert_eq!(rewind_to(None, 0, "d.1"), None, "nothing to rewind");
     }
 }

@@ -117,6 +117,9 @@ pub struct PeerSyncState {
     pub last_sync: Option<Timestamp>,
     /// Error of the last attempt, if it failed.
     pub last_error: Option<String>,
+    /// The peer's log epoch (its writer) the cursor was obtained under (`None`:
+    /// never synced, or synced by a build that did not record it).
+    pub epoch: Option<String>,
 }
 
 /// Derives, from a local batch's outcome, operations to queue with it (e.g. forwarding
@@ -228,6 +231,7 @@ pub trait SyncStore: Send + Sync + 'static {
     /// head to `peer_head`, in one transaction. Changes already held are no-ops.
     /// `covered`: the peer's coverage, given with the batch that reached its head; it
     /// is added to this store's (up to the highest sequence of each writer held).
+    /// `epoch`: the peer's log epoch the cursor now belongs to (kept with it).
     ///
     /// # Errors
     /// [`StoreError::BadBatch`] and nothing applied (cursor unchanged) if any change
@@ -239,6 +243,7 @@ pub trait SyncStore: Send + Sync + 'static {
         next: u64,
         peer_head: u64,
         covered: Option<VectorClock>,
+        epoch: Option<String>,
     ) -> Result<ApplyOutcome, StoreError>;
 
     /// This store's coverage: per writer, a sequence up to which it holds every change

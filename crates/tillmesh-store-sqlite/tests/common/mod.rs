@@ -100,8 +100,11 @@ pub async fn pull_pages(from: &Node, to: &Node, limit: usize, max_bytes: usize) 
         let known = to.store.covered().await.expect("coverage");
         let page = from.store.changes_after(cursor, limit, max_bytes, &known).await.expect("changes after");
         let covered = (!page.has_more).then(|| page.covered.clone());
-        let out =
-            to.store.apply_remote(&from.id, page.changes, page.next, page.head, covered).await.expect("apply remote");
+        let out = to
+            .store
+            .apply_remote(&from.id, page.changes, page.next, page.head, covered, None)
+            .await
+            .expect("apply remote");
         total.applied += out.applied;
         total.duplicates += out.duplicates;
         total.new_conflicts.extend(out.new_conflicts);
