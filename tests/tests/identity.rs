@@ -143,6 +143,19 @@ fn roll_back_in_place(from: &Path, dir: &Path) -> Result<()> {
 
 #[test]
 fn a_rollback_that_a_peer_saw_retires_the_writer_and_loses_nothing() -> Result<()> {
+    rollback_seen_by_a_peer(false)
+}
+
+#[test]
+fn a_rollback_found_by_pulling_a_peer_retires_the_writer_and_loses_nothing() -> Result<()> {
+    rollback_seen_by_a_peer(true)
+}
+
+/// A's database goes back (over the same file) after B pulled its last writes; then A
+/// learns it from B — B pulling from A (`a_pulls_first` false: B's pull names more of A's
+/// writer than A's log holds) or A pulling from B (a record of A's writer beyond its log)
+/// — and only then writes again. Nothing is lost on either side.
+fn rollback_seen_by_a_peer(a_pulls_first: bool) -> Result<()> {
     let mut a = TerminalProcess::start(&[])?;
     let b = TerminalProcess::start(&[])?;
     sale(&a, "s1")?;
@@ -164,12 +177,25 @@ fn a_rollback_that_a_peer_saw_retires_the_writer_and_loses_nothing() -> Result<(
     // Same file, same machine: only B can tell that A's log lost s2, s3 and the price.
     a.restart()?;
     assert_eq!(sales(&a)?, vec!["s1"]);
-    b.pair(&a)?; // A restarted on a new port
-    b.sync_now()?;
+    let writer_before = a.ok("GET", "/api/entities/sale/s1", None)?["version"].clone();
+    if a_pulls_first {
+        a.pair(&b)?;
+        a.sync_now()?;
+        b.pair(&a)?; // A restarted on a new port
+    } else {
+        b.pair(&a)?;
+        b.sync_now()?;
+        a.pair(&b)?;
+    }
     sale(&a, "s4")?;
     a.ok("PUT", "/api/entities/product/p1", Some(&json!({"fields": {"name": "Green tea"}})))?;
+    let s4_writer = a.ok("GET", "/api/entities/sale/s4", None)?["version"].clone();
+    assert_ne!(
+        s4_writer.as_object().unwrap().keys().collect::<Vec<_>>(),
+        writer_before.as_object().unwrap().keys().collect::<Vec<_>>(),
+        "s4 is written under a new writer"
+    );
     b.sync_now()?;
-    a.pair(&b)?;
     a.sync_now()?;
     let want = vec!["s1", "s2", "s3", "s4"];
     assert_eq!(sales(&b)?, want, "A's writes after the rollback reach B");

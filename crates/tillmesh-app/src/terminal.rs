@@ -165,6 +165,7 @@ impl Terminal {
                 batch_size: u32::try_from(config.sync_batch_size)
                     .unwrap_or(tillmesh_domain::wire::SYNC_BATCH_SIZE as u32),
                 port: addr.port(),
+                writer: writer.clone(),
             },
         ));
 

@@ -339,6 +339,7 @@ fn apply_remote_tx(
     if writer_behind && !identity.retired {
         tracing::warn!(writer = ?identity.writer, "a peer holds changes of this terminal's writer that its log lost; retiring the writer");
         diesel::update(local_identity::table.find(1)).set(local_identity::writer_retired.eq(true)).execute(conn)?;
+        outcome.writer_retired = true;
         // What the log held of it before this batch, it held whole: its own writes.
         if let Some(w) = identity.writer.as_deref() {
             if let Some(&(before, _)) = progress.get(w) {

@@ -659,7 +659,12 @@ mod cases {
             .apply_local(&w3, vec![(key("thing", "t0"), put(&[("n", json!(0))]))], ts(4))
             .await
             .expect("write");
-        rolled_back.store.apply_remote(&peer.id, lost.changes, lost.next, lost.head, None, None).await.expect("apply");
+        let out = rolled_back
+            .store
+            .apply_remote(&peer.id, lost.changes, lost.next, lost.head, None, None)
+            .await
+            .expect("apply");
+        assert!(out.writer_retired, "the outcome says so, so the app takes a new writer at once");
         assert!(rolled_back.store.writer().await.expect("writer").expect("some").retired, "a peer held more of it");
     }
 

@@ -42,15 +42,14 @@ impl EntityService {
             op.validate()?;
         }
         let writer = self.writer.current().writer;
-        match self.write_as(&writer, ops.clone()).await {
-            // A peer showed that this log lost changes of the writer (nothing was
-            // written): write again under a new one.
-            Err(StoreError::WriterRetired(_)) => {
-                let fresh = self.writer.replace(&writer).await?.writer;
-                self.write_as(&fresh, ops).await
-            }
-            other => other,
+        let result = self.write_as(&writer, ops).await;
+        if matches!(result, Err(StoreError::WriterRetired(_))) {
+            // A batch from a peer retired the writer just before this write (the sync
+            // service replaces it right after such a batch): nothing was written, and
+            // the caller's next attempt goes under a new writer.
+            self.writer.replace(&writer).await?;
         }
+        result
     }
 
     async fn write_as(&self, writer: &DeviceId, ops: Vec<(EntityKey, EntityOp)>) -> Result<LocalOutcome, StoreError> {

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::config::base_url;
 use crate::events::{EventBus, EventKind};
+use crate::identity::Writer;
 use crate::services::network::NetworkService;
 
 mod fetch;
@@ -32,13 +33,15 @@ pub struct PeerSyncResult {
     pub error: Option<String>,
 }
 
-/// How this terminal pulls.
-#[derive(Clone, Copy, Debug)]
+/// How this terminal pulls, and as whom.
+#[derive(Clone)]
 pub struct SyncSettings {
     /// Changes asked for per request (clamped to `1..=MAX_BATCH_SIZE`).
     pub batch_size: u32,
     /// This terminal's HTTP port, told to peers so that they pull from here too.
     pub port: u16,
+    /// This terminal's writer, replaced at once when a pulled batch retires it.
+    pub writer: Arc<Writer>,
 }
 
 /// Pull-based replication with every trusted peer.
@@ -51,6 +54,7 @@ pub struct SyncService {
     events: EventBus,
     batch_size: u32,
     port: u16,
+    writer: Arc<Writer>,
     in_progress: AtomicUsize,
     // One sync at a time per peer: a background round and `sync/now` must not both
     // pull the same cursor.
@@ -68,7 +72,7 @@ impl SyncService {
         events: EventBus,
         settings: SyncSettings,
     ) -> Self {
-        let SyncSettings { batch_size, port } = settings;
+        let SyncSettings { batch_size, port, writer } = settings;
         Self {
             me,
             store,
@@ -78,6 +82,7 @@ impl SyncService {
             events,
             batch_size: batch_size.clamp(1, tillmesh_domain::wire::MAX_BATCH_SIZE as u32),
             port,
+            writer,
             in_progress: AtomicUsize::new(0),
             peer_locks: Mutex::new(HashMap::new()),
         }
@@ -191,6 +196,10 @@ impl SyncService {
                 .map_err(|e| (pulled, e.to_string()))?;
             cursor = resp.next;
             epoch = Some(resp.log_epoch);
+            if outcome.writer_retired {
+                let retired = self.writer.current().writer;
+                self.writer.replace(&retired).await.map_err(|e| (pulled, e.to_string()))?;
+            }
             pulled += outcome.applied as u64;
             for c in &outcome.new_conflicts {
                 self.events.publish(

@@ -60,6 +60,9 @@ pub struct ApplyOutcome {
     pub duplicates: usize,
     /// Conflicts that opened because of this batch.
     pub new_conflicts: Vec<Conflict>,
+    /// The batch held changes of this terminal's writer beyond its log, so the store
+    /// retired that writer: take a new one before writing again.
+    pub writer_retired: bool,
 }
 
 /// One page of the change log, each change as its JSON text (a serde_json
