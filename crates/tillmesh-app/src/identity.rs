@@ -74,9 +74,8 @@ impl Writer {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Replaces `retired` (if it is still the current writer) by a new writer. Its log
-    /// epoch starts where the retired one's did, so pullers rescan everything the
-    /// retired writer may have written over.
+    /// Replaces `retired` (if it is still the current writer) by a new writer: a new
+    /// log epoch, so pullers read the log again from the start.
     ///
     /// # Errors
     /// Store errors.
