@@ -133,6 +133,7 @@ pub fn config_for(dir: &std::path::Path, i: usize) -> Result<Config> {
         store_key: Some(STORE_KEY.into()),
         admin_token: Some(ADMIN_TOKEN.into()),
         app_token: None,
+        remote_admin: false,
         // Tests drive sync rounds themselves.
         sync_interval: 86_400,
         heartbeat_interval: 3_600,

@@ -27,7 +27,9 @@ fn store_key(which: &str) -> String {
 
 fn start(rig: &mut NetnsRig, host: u8, name: &str, key: &str) -> NsTerminal {
     let h = rig.add_host(host);
-    NsTerminal::start(NsTerminalSpec { host: h, name: name.into(), store_key: key.into(), extra_args: Vec::new() })
+    // The test process calls the admin API over the rig's veth: another machine.
+    let extra_args = vec!["--remote-admin".to_string()];
+    NsTerminal::start(NsTerminalSpec { host: h, name: name.into(), store_key: key.into(), extra_args })
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
@@ -241,4 +243,33 @@ fn a_terminal_of_another_store_is_listed_untrusted_and_never_synced_with() {
     assert_eq!(status, 404, "our sale reached the other store: {body}");
     assert_ne!(t1.digest().or_logs(&all)["digest"], f3.digest().or_logs(&all)["digest"]);
     eprintln!("test took {:?}", started.elapsed());
+}
+
+/// From another machine (the test process, over the rig's veth) the admin token is
+/// refused unless the terminal was started with `--remote-admin`; the app token and
+/// the health check work from anywhere.
+#[test]
+fn the_admin_token_is_refused_from_another_machine_without_remote_admin() {
+    let mut rig = NetnsRig::new('r');
+    let h = rig.add_host(1);
+    let t = NsTerminal::start(NsTerminalSpec {
+        host: h,
+        name: "till-r".into(),
+        store_key: store_key("r"),
+        extra_args: Vec::new(),
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (status, body) = t.call("GET", "/api/network/devices", None).or_logs(&[&t]);
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("remote_admin_disabled")), "{body}");
+    let (status, _) = t.call("GET", "/api/health", None).or_logs(&[&t]);
+    assert_eq!(status, 200);
+    let app = std::fs::read_to_string(t.data_dir().join("app-token")).expect("app token").trim().to_string();
+    let client = reqwest::blocking::Client::builder().no_proxy().build().expect("client");
+    let resp = client
+        .put(format!("{}/api/entities/product/p1", t.url))
+        .bearer_auth(&app)
+        .json(&json!({"fields": {"name": "Tea"}}))
+        .send()
+        .expect("put");
+    assert_eq!(resp.status().as_u16(), 200, "the app token works from the till app's device");
 }

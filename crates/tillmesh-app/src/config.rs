@@ -41,6 +41,11 @@ pub struct Config {
     /// Bearer token of the management API (default: generated, kept in the data dir).
     #[arg(long, env = "TILLMESH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Let the admin token be used from other machines. Off by default: the API is plain
+    /// HTTP, so the admin token would cross the network in clear; without this flag it
+    /// is only accepted from this machine (loopback), and the app token from anywhere.
+    #[arg(long, env = "TILLMESH_REMOTE_ADMIN")]
+    pub remote_admin: bool,
     /// Bearer token for till apps: entities, events and the API description only
     /// (default: generated, kept in the data dir as `app-token`).
     #[arg(long, env = "TILLMESH_APP_TOKEN", hide_env_values = true)]

@@ -47,6 +47,8 @@ pub struct AppState {
     pub admin_token: String,
     /// App bearer token (till apps): entities, events, the API description.
     pub app_token: String,
+    /// Whether the admin token is accepted from other machines (`--remote-admin`).
+    pub remote_admin: bool,
     /// Storage.
     pub store: Arc<dyn Store>,
     /// Wall clock.

@@ -180,6 +180,7 @@ impl Terminal {
             store_id: store_id.clone(),
             admin_token,
             app_token,
+            remote_admin: config.remote_admin,
             store,
             clock,
             transport,

@@ -1,8 +1,11 @@
 //! Bearer-token authentication of the management API, with two roles: the admin token
 //! may do everything; the app token (for till apps) may read and write entities and
-//! follow the event stream, and gets a 403 anywhere else.
+//! follow the event stream, and gets a 403 anywhere else. The admin token is accepted
+//! from loopback only unless `--remote-admin` (the API is plain HTTP).
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -31,6 +34,14 @@ fn role_of(state: &SharedState, token: &str) -> Option<Role> {
     }
 }
 
+/// Whether the request came from another machine (no connection info: an in-process
+/// caller, which is this machine).
+fn from_elsewhere(req: &Request) -> bool {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(from)| !from.ip().to_canonical().is_loopback())
+}
+
 async fn require(state: SharedState, needed: Role, req: Request, next: Next) -> Result<Response, ApiError> {
     let presented = req
         .headers()
@@ -45,7 +56,15 @@ async fn require(state: SharedState, needed: Role, req: Request, next: Next) -> 
             "missing token: send Authorization: Bearer <admin or app token> (kept in the data dir: admin-token, app-token)",
         ));
     };
-    match (role_of(&state, token), needed) {
+    let role = role_of(&state, token);
+    if role == Some(Role::Admin) && !state.remote_admin && from_elsewhere(&req) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "remote_admin_disabled",
+            "the admin token is accepted from this machine only (http://localhost:PORT/); start the terminal with --remote-admin to allow it from others (it then crosses the network in clear)",
+        ));
+    }
+    match (role, needed) {
         (Some(Role::Admin), _) | (Some(Role::App), Role::App) => Ok(next.run(req).await),
         (Some(Role::App), Role::Admin) => Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -38,7 +38,7 @@ impl Modify for BearerAuth {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "tillmesh terminal API", description = "Management API of one tillmesh terminal. Every endpoint but /api/health needs `Authorization: Bearer <token>`: the admin token may call everything; the app token (for till apps) may call /api/entities/*, /api/events and /api/openapi.json, and gets 403 elsewhere. Errors: {\"error\":{\"code\",\"message\"}}."),
+    info(title = "tillmesh terminal API", description = "Management API of one tillmesh terminal. Every endpoint but /api/health needs `Authorization: Bearer <token>`: the admin token may call everything; the app token (for till apps) may call /api/entities/*, /api/events and /api/openapi.json, and gets 403 elsewhere. The admin token is accepted from the terminal itself (loopback) only, unless it was started with --remote-admin (403 remote_admin_disabled). Errors: {\"error\":{\"code\",\"message\"}}."),
     modifiers(&BearerAuth),
     security(("admin_token" = [])),
     paths(
