@@ -391,3 +391,18 @@ fn an_app_token_equal_to_the_admin_token_is_refused() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--app-token must differ"));
     Ok(())
 }
+
+#[test]
+fn the_data_dir_and_database_files_are_private_to_the_terminals_user() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("tillmesh-data");
+    let t = TerminalProcess::start_in(&dir, &[])?;
+    t.ok("PUT", "/api/entities/sale/s1", Some(&json!({"fields": {"total": 5}})))?;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(&dir)?, 0o700, "a data dir it creates");
+    for f in ["tillmesh.db", "tillmesh.db-wal", "tillmesh.db-shm", "admin-token", "app-token", "store-key"] {
+        assert_eq!(mode(&dir.join(f))?, 0o600, "{f}");
+    }
+    Ok(())
+}

@@ -48,12 +48,55 @@ pub struct Terminal {
 }
 
 fn check_data_dir(dir: &Path) -> Result<(), ConfigError> {
+    let existed = dir.exists();
     std::fs::create_dir_all(dir)
         .map_err(|e| ConfigError(format!("data dir {} cannot be created: {e}", dir.display())))?;
+    private_dir(dir, existed);
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok")
         .map_err(|e| ConfigError(format!("data dir {} is not writable: {e}", dir.display())))?;
     let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The data dir holds every sale and the store's secrets: a dir this terminal creates
+/// is its user's alone (0700); an existing one is left as its owner set it (packaging
+/// may share it with a group), with a warning when any local user may read it.
+#[cfg(unix)]
+fn private_dir(dir: &Path, existed: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    if !existed {
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data dir private");
+        }
+    } else if std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o007 != 0) {
+        tracing::warn!(dir = %dir.display(), "the data dir is readable by every local user; chmod 700 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn private_dir(_dir: &Path, _existed: bool) {}
+
+/// The database and its WAL and shared-memory files are readable by this terminal's
+/// user only (0600). Created so before SQLite opens it (SQLite gives the WAL and
+/// shared-memory files the database file's permissions); existing ones are tightened.
+#[cfg(unix)]
+fn private_database(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !db.exists() {
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(db)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_database(_db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -97,6 +140,7 @@ impl Terminal {
         let store_key =
             secrets::load_or_create(&config.data_dir, "store-key", config.store_key.as_deref()).context("store key")?;
         let store_id = secrets::store_id(&store_key);
+        private_database(&config.data_dir.join("tillmesh.db")).context("making the database private")?;
         let sqlite = SqliteStore::open(&config.data_dir.join("tillmesh.db")).context("opening the database")?;
         let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         let fresh = DeviceId::parse(uuid::Uuid::new_v4().simple().to_string()).context("device id")?;
