@@ -203,8 +203,23 @@ pub fn admin_call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value)> {
+    token_call(client, url, ADMIN_TOKEN, method, path, body)
+}
+
+/// [`admin_call`] with another bearer token (the app token, a wrong one).
+///
+/// # Errors
+/// Transport errors.
+pub fn token_call(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value)> {
     let m = reqwest::Method::from_bytes(method.as_bytes())?;
-    let mut req = client.request(m, format!("{url}{path}")).bearer_auth(ADMIN_TOKEN);
+    let mut req = client.request(m, format!("{url}{path}")).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(b);
     }

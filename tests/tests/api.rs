@@ -317,15 +317,7 @@ fn an_entity_over_the_record_cap_is_refused_with_413_and_nothing_applied() -> Re
 
 fn call_with(t: &TerminalProcess, token: &str, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
     let client = reqwest::blocking::Client::builder().no_proxy().build()?;
-    let mut req =
-        client.request(reqwest::Method::from_bytes(method.as_bytes())?, format!("{}{path}", t.url)).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send()?;
-    let status = resp.status().as_u16();
-    let text = resp.text()?;
-    Ok((status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? }))
+    tillmesh_tests::process::token_call(&client, &t.url, token, method, path, body)
 }
 
 #[test]

@@ -265,11 +265,9 @@ fn the_admin_token_is_refused_from_another_machine_without_remote_admin() {
     assert_eq!(status, 200);
     let app = std::fs::read_to_string(t.data_dir().join("app-token")).expect("app token").trim().to_string();
     let client = reqwest::blocking::Client::builder().no_proxy().build().expect("client");
-    let resp = client
-        .put(format!("{}/api/entities/product/p1", t.url))
-        .bearer_auth(&app)
-        .json(&json!({"fields": {"name": "Tea"}}))
-        .send()
-        .expect("put");
-    assert_eq!(resp.status().as_u16(), 200, "the app token works from the till app's device");
+    let put = json!({"fields": {"name": "Tea"}});
+    let (status, body) =
+        tillmesh_tests::process::token_call(&client, &t.url, &app, "PUT", "/api/entities/product/p1", Some(&put))
+            .or_logs(&[&t]);
+    assert_eq!(status, 200, "the app token works from the till app's device: {body}");
 }

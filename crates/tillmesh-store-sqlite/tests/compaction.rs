@@ -130,16 +130,7 @@ fn op(kind: u8, n: usize) -> EntityOp {
 /// Pulls `pages` pages of `limit` changes at most, as the app does (resuming at the
 /// cursor, announcing coverage, taking the peer's coverage only at its head).
 async fn pull_some(from: &Node, to: &Node, limit: usize, pages: usize) {
-    for _ in 0..pages {
-        let cursor = to.store.peer_state(&from.id).await.expect("peer").cursor;
-        let known = to.store.covered().await.expect("covered");
-        let page = from.store.changes_after(cursor, limit, usize::MAX, &known).await.expect("page");
-        let covered = (!page.has_more).then(|| page.covered.clone());
-        to.store.apply_remote(&from.id, page.changes, page.next, page.head, covered, None).await.expect("apply");
-        if !page.has_more {
-            return;
-        }
-    }
+    common::pull_at_most(from, to, limit, usize::MAX, pages).await;
 }
 
 proptest! {

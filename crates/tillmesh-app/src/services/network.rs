@@ -135,6 +135,30 @@ impl NetworkService {
                 return;
             }
         }
+        self.pair_learned(address, port);
+    }
+
+    /// [`NetworkService::learn`] for a peer's member list, reading the registry once:
+    /// a list comes with every sync that reaches a peer's head, and is almost always
+    /// known already.
+    pub async fn learn_members(self: &Arc<Self>, members: Vec<tillmesh_domain::wire::MemberV1>) {
+        if members.is_empty() {
+            return;
+        }
+        let known = self.store.devices().await.unwrap_or_default();
+        for m in members {
+            let trusted_there = known
+                .iter()
+                .any(|d| d.device_id == m.device_id && d.trusted && d.address == m.address && d.port == m.port);
+            if m.device_id != self.me && m.port != 0 && !trusted_there {
+                self.pair_learned(&m.address, m.port);
+            }
+        }
+    }
+
+    /// Pairs with a learned `address:port` in the background (at most once a minute per
+    /// address), recording it as learned from a peer.
+    fn pair_learned(self: &Arc<Self>, address: &str, port: u16) {
         let target = match address.parse::<std::net::IpAddr>() {
             Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
             Err(_) => format!("{address}:{port}"),

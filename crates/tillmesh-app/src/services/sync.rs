@@ -179,9 +179,7 @@ impl SyncService {
             // when it answered: its coverage becomes ours too.
             let covered = (!resp.has_more).then(|| std::mem::take(&mut resp.covered));
             // And who else is in the store: one pairing joins the whole store.
-            for m in std::mem::take(&mut resp.members) {
-                self.network.learn(&m.device_id, &m.address, m.port).await;
-            }
+            self.network.learn_members(std::mem::take(&mut resp.members)).await;
             let outcome = self
                 .store
                 .apply_remote(

@@ -94,8 +94,22 @@ pub async fn pull(from: &Node, to: &Node) -> ApplyOutcome {
 }
 
 pub async fn pull_pages(from: &Node, to: &Node, limit: usize, max_bytes: usize) -> ApplyOutcome {
+    match pull_at_most(from, to, limit, max_bytes, 100_000).await {
+        (total, true) => total,
+        (_, false) => panic!("pull did not finish"),
+    }
+}
+
+/// At most `pages` pages of [`pull_pages`]; also whether the pull reached `from`'s head.
+pub async fn pull_at_most(
+    from: &Node,
+    to: &Node,
+    limit: usize,
+    max_bytes: usize,
+    pages: usize,
+) -> (ApplyOutcome, bool) {
     let mut total = ApplyOutcome::default();
-    for _ in 0..100_000 {
+    for _ in 0..pages {
         let cursor = to.store.peer_state(&from.id).await.expect("peer state").cursor;
         let known = to.store.covered().await.expect("coverage");
         let page = from.store.changes_after(cursor, limit, max_bytes, &known).await.expect("changes after");
@@ -109,10 +123,10 @@ pub async fn pull_pages(from: &Node, to: &Node, limit: usize, max_bytes: usize) 
         total.duplicates += out.duplicates;
         total.new_conflicts.extend(out.new_conflicts);
         if !page.has_more {
-            return total;
+            return (total, true);
         }
     }
-    panic!("pull did not finish");
+    (total, false)
 }
 
 pub async fn digest(node: &Node) -> StoreDigest {
